@@ -1,0 +1,103 @@
+"""Configuration fields shared by both heads: the backbone, the input pipeline and the loss."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class MultiLabelConfig(PretrainedConfig):
+    r"""Base configuration of the multi-label models.
+
+    Args:
+        backbone (`str`, defaults to `"resnet101"`):
+            For `backbone_source="timm"`, any `timm` model name (`timm.list_models()` lists them).
+            For `"transformers"`, a model type (`"cvt"`, `"resnet"`, `"convnext"`, ...) or a Hub id.
+        backbone_source (`str`, defaults to `"timm"`): `"timm"` or `"transformers"`.
+        backbone_kwargs (`dict`, *optional*): extra arguments for `timm.create_model` or the transformers
+            backbone config (e.g. `{"layers": [1, 1, 1, 1]}`).
+        backbone_config (`dict`, *optional*): the complete transformers backbone config. Filled in when the
+            model is first built so that `from_pretrained` rebuilds the backbone offline.
+        out_index (`int`, defaults to -1): which stage's features to use; -1 is the final feature map.
+        use_pretrained_backbone (`bool`, defaults to `False`): fetch ImageNet weights for the backbone when the
+            model is created for training. Never honoured while loading a checkpoint.
+        backbone_weights_file (`str`, *optional*): a local `.safetensors`/`.pth` file with backbone weights, for
+            offline training starts.
+        freeze_batch_norm (`bool`, defaults to `False`): replace the backbone's BatchNorm2d layers by frozen ones
+            (Query2Label's ResNet recipe).
+        image_size (`int`, defaults to 448): square input resolution of the published recipe. Any other size works
+            at inference; the image processor resizes to this one.
+        image_mean / image_std (`list[float]`, *optional*): input normalisation; `None` means inputs stay in
+            [0, 1] (TResNet models are trained that way).
+        asl_gamma_neg, asl_gamma_pos, asl_clip, asl_eps, asl_focal_grad, asl_reduction: the asymmetric loss,
+            see `hf_mlcls.models.losses.AsymmetricLoss`.
+        num_labels / id2label: the label set; defaults to 80 labels (MS-COCO's size).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet101",
+        backbone_source: str = "timm",
+        backbone_kwargs: dict | None = None,
+        backbone_config: dict | None = None,
+        out_index: int = -1,
+        use_pretrained_backbone: bool = False,
+        backbone_weights_file: str | None = None,
+        freeze_batch_norm: bool = False,
+        image_size: int = 448,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        asl_gamma_neg: float = 4.0,
+        asl_gamma_pos: float = 0.0,
+        asl_clip: float = 0.05,
+        asl_eps: float = 1e-8,
+        asl_focal_grad: bool = False,
+        asl_reduction: str = "sum",
+        **kwargs,
+    ):
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["num_labels"] = 80
+        kwargs.setdefault("problem_type", "multi_label_classification")
+        self.backbone = backbone
+        self.backbone_source = backbone_source
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone_config = backbone_config
+        self.out_index = out_index
+        self.use_pretrained_backbone = use_pretrained_backbone
+        self.backbone_weights_file = backbone_weights_file
+        self.freeze_batch_norm = freeze_batch_norm
+        self.image_size = image_size
+        self.image_mean = list(image_mean) if image_mean is not None else None
+        self.image_std = list(image_std) if image_std is not None else None
+        self.asl_gamma_neg = asl_gamma_neg
+        self.asl_gamma_pos = asl_gamma_pos
+        self.asl_clip = asl_clip
+        self.asl_eps = asl_eps
+        self.asl_focal_grad = asl_focal_grad
+        self.asl_reduction = asl_reduction
+        super().__init__(**kwargs)
+        self._validate_common()
+
+    def _validate_common(self) -> None:
+        if self.backbone_source not in ("timm", "transformers"):
+            raise ValueError(f"backbone_source must be 'timm' or 'transformers', got {self.backbone_source!r}")
+        if not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        if (self.image_mean is None) != (self.image_std is None):
+            raise ValueError("image_mean and image_std must be given together (or both left None)")
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 3:
+                raise ValueError(f"{name} must have 3 values (RGB), got {value!r}")
+        if self.image_std is not None and any(s <= 0 for s in self.image_std):
+            raise ValueError(f"image_std must be positive, got {self.image_std!r}")
+        if self.asl_reduction not in ("sum", "scaled_mean"):
+            raise ValueError(f"asl_reduction must be 'sum' or 'scaled_mean', got {self.asl_reduction!r}")
+        if self.asl_gamma_neg < 0 or self.asl_gamma_pos < 0:
+            raise ValueError("asl_gamma_neg and asl_gamma_pos must be >= 0")
+        if not 0 <= self.asl_clip < 1:
+            raise ValueError(f"asl_clip must be in [0, 1), got {self.asl_clip!r}")
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")

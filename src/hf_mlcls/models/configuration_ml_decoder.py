@@ -1,0 +1,82 @@
+"""ML-Decoder configuration."""
+
+from __future__ import annotations
+
+from .configuration_common import MultiLabelConfig
+
+
+class MLDecoderConfig(MultiLabelConfig):
+    r"""Configuration of an ML-Decoder model (Ridnik et al., 2021).
+
+    Spatial tokens of a backbone (a CNN map flattened, or ViT tokens) are projected to
+    `decoder_embedding` and attended by K fixed queries in one decoder layer without
+    self-attention; a group fully-connected layer turns each query state into ceil(C / K) logits.
+
+    Args:
+        num_groups (`int`, defaults to -1): number of queries K. -1 means min(num_labels, 100); K = num_labels
+            is full decoding. Must not exceed num_labels.
+        decoder_embedding (`int`, defaults to 768): decoder width.
+        num_heads (`int`, defaults to 8): attention heads of the decoder layer.
+        dim_feedforward (`int`, defaults to 2048): feed-forward width of the decoder layer.
+        dropout (`float`, defaults to 0.1): decoder dropout.
+        zero_shot (`bool`, defaults to `False`): queries are projected label (text or word) embeddings, one per
+            label, and one shared classifier vector scores every query. The embeddings are set with
+            `set_label_embeddings` and saved in the checkpoint.
+        label_embedding_dim (`int`, defaults to 300): width of the label embeddings in zero-shot mode.
+        text_encoder (`str`, *optional*): name of the text encoder that produced the label embeddings.
+        query_noise_std (`float`, defaults to 0): zero-shot training augmentation, std of additive Gaussian
+            noise on the label embeddings.
+        query_extra (`int`, defaults to 0): zero-shot training augmentation, number of random extra queries
+            appended during training (their outputs are dropped).
+
+    Plus the backbone, input and loss fields of `MultiLabelConfig`. The loss defaults are
+    ML-Decoder's: gamma_neg 4, gamma_pos 0, clip 0.05, eps 1e-8, `sum` reduction.
+    """
+
+    model_type = "ml_decoder"
+
+    def __init__(
+        self,
+        num_groups: int = -1,
+        decoder_embedding: int = 768,
+        num_heads: int = 8,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        zero_shot: bool = False,
+        label_embedding_dim: int = 300,
+        text_encoder: str | None = None,
+        query_noise_std: float = 0.0,
+        query_extra: int = 0,
+        **kwargs,
+    ):
+        kwargs.setdefault("backbone", "tresnet_l")
+        self.num_groups = num_groups
+        self.decoder_embedding = decoder_embedding
+        self.num_heads = num_heads
+        self.dim_feedforward = dim_feedforward
+        self.dropout = dropout
+        self.zero_shot = zero_shot
+        self.label_embedding_dim = label_embedding_dim
+        self.text_encoder = text_encoder
+        self.query_noise_std = query_noise_std
+        self.query_extra = query_extra
+        super().__init__(**kwargs)
+        if num_groups == 0 or num_groups < -1:
+            raise ValueError(f"num_groups must be -1 (min(num_labels, 100)) or a positive number, got {num_groups}")
+        if num_groups > self.num_labels and not zero_shot:
+            raise ValueError(f"num_groups ({num_groups}) must not exceed the number of labels ({self.num_labels})")
+        if decoder_embedding <= 0 or decoder_embedding % num_heads:
+            raise ValueError(f"decoder_embedding ({decoder_embedding}) must be divisible by num_heads ({num_heads})")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if label_embedding_dim < 1:
+            raise ValueError(f"label_embedding_dim must be >= 1, got {label_embedding_dim}")
+        if query_noise_std < 0 or query_extra < 0:
+            raise ValueError("query_noise_std and query_extra must be >= 0")
+
+    @property
+    def num_queries(self) -> int:
+        """K: the number of decoder queries."""
+        if self.zero_shot:
+            return self.num_labels
+        return min(self.num_labels, 100) if self.num_groups == -1 else self.num_groups

@@ -1,0 +1,194 @@
+"""What the Query2Label and ML-Decoder models share: weight init, loading, saving, outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbone import FeatureBackbone, loading_checkpoint
+from .losses import AsymmetricLoss
+
+
+@dataclass
+class MultiLabelModelOutput(ModelOutput):
+    """Output of the base models (no classifier).
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, hidden_dim)`):
+            decoder state of every query (one per label for Query2Label, one per group for ML-Decoder).
+        feature_map (`torch.FloatTensor`): the backbone output, (B, C, H, W) or (B, N, D).
+        cross_attentions (`tuple(torch.FloatTensor)`, *optional*): one tensor per decoder layer, of shape
+            `(batch_size, num_queries, h, w)`: head-averaged cross-attention of each query over the feature map,
+            laid out on the feature grid so it can be upsampled over the image. Returned when
+            `output_attentions=True`.
+    """
+
+    last_hidden_state: Tensor | None = None
+    feature_map: Tensor | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class MultiLabelClassifierOutput(ModelOutput):
+    """Output of the classification models.
+
+    Args:
+        loss (`torch.FloatTensor`, *optional*): asymmetric loss, when `labels` is given.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): one logit per label; sigmoid gives
+            the probability of each label.
+        hidden_states (`torch.FloatTensor`): decoder state of every query, (B, num_queries, hidden_dim).
+        cross_attentions (`tuple(torch.FloatTensor)`, *optional*): see `MultiLabelModelOutput`.
+    """
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    hidden_states: Tensor | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None
+
+
+def check_pixel_values(pixel_values: Tensor) -> None:
+    """Clear errors for the inputs a user can get wrong."""
+    if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4:
+        shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+        raise ValueError(f"pixel_values must be a (batch, 3, height, width) tensor, got {shape}")
+    if pixel_values.shape[1] != 3:
+        raise ValueError(
+            f"pixel_values must have 3 channels (RGB) in dimension 1, got {pixel_values.shape[1]} "
+            f"(shape {tuple(pixel_values.shape)}); convert images to RGB and use channels-first layout"
+        )
+    if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+        raise ValueError("pixel_values contains NaN or inf values")
+
+
+def build_loss(config) -> AsymmetricLoss:
+    return AsymmetricLoss(
+        gamma_neg=config.asl_gamma_neg,
+        gamma_pos=config.asl_gamma_pos,
+        clip=config.asl_clip,
+        eps=config.asl_eps,
+        focal_grad=config.asl_focal_grad,
+        reduction=config.asl_reduction,
+    )
+
+
+def check_labels(labels: Tensor, logits: Tensor) -> None:
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels must have shape (batch, num_labels) = {tuple(logits.shape)}, got {tuple(labels.shape)}; "
+            "labels are a float multi-hot matrix with -1 for unknown entries"
+        )
+
+
+def attention_to_grid(weights: Tensor, feature_map: Tensor, backbone: FeatureBackbone, image_size) -> Tensor:
+    """(B, Q, S) attention over the memory -> (B, Q, h, w) on the feature grid."""
+    if feature_map.ndim == 4:
+        h, w = feature_map.shape[-2:]
+        return weights.reshape(weights.shape[0], weights.shape[1], h, w)
+    weights = weights[..., backbone.num_prefix_tokens :]
+    patch = backbone.model.patch_embed.patch_size
+    h, w = image_size[0] // patch[0], image_size[1] // patch[1]
+    return weights.reshape(weights.shape[0], weights.shape[1], h, w)
+
+
+class ClassifierForwardMixin:
+    """forward() of the classification models: base model, classifier, asymmetric loss."""
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        labels: Tensor | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MultiLabelClassifierOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): images, any size.
+            labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): multi-hot targets;
+                entries of -1 are unknown and left out of the loss.
+            output_attentions (`bool`, *optional*): also return the decoder cross-attention maps.
+            return_dict (`bool`, *optional*): return a `MultiLabelClassifierOutput` instead of a tuple.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(pixel_values, output_attentions=output_attentions, return_dict=True)
+        logits = self.classifier(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            check_labels(labels, logits)
+            loss = self.loss_fct(logits, labels)
+        if not return_dict:
+            out = (logits, outputs.last_hidden_state)
+            if outputs.cross_attentions is not None:
+                out = out + (outputs.cross_attentions,)
+            return ((loss,) + out) if loss is not None else out
+        return MultiLabelClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.last_hidden_state, cross_attentions=outputs.cross_attentions
+        )
+
+
+class MultiLabelPreTrainedModel(PreTrainedModel):
+    """Base class: initialisation that leaves the backbone alone, offline-safe loading, complete saving."""
+
+    main_input_name = "pixel_values"
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # The checkpoint holds the backbone weights: never fetch pretrained ones while loading.
+        with loading_checkpoint():
+            return super().from_pretrained(*args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if getattr(module, "_hf_mlcls_backbone", False):
+            return  # timm/transformers initialised it (or pretrained weights were loaded)
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight)
+        elif hasattr(module, "reset_parameters") and not isinstance(module, nn.Dropout):
+            module.reset_parameters()
+        if getattr(module, "_xavier_init", False):
+            # Query2Label's Transformer: xavier-uniform on every matrix, biases left at their defaults.
+            for param in module.parameters():
+                if param.dim() > 1:
+                    nn.init.xavier_uniform_(param)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, **kwargs) -> None:
+        for module in self.modules():
+            if isinstance(module, FeatureBackbone):
+                module.set_grad_checkpointing(enable)
+            elif hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = enable
+
+    def build_image_processor(self):
+        """The transformers image processor matching this model's input size and normalisation."""
+        from transformers import ViTImageProcessor
+
+        normalize = self.config.image_mean is not None
+        return ViTImageProcessor(
+            do_resize=True,
+            size={"height": self.config.image_size, "width": self.config.image_size},
+            resample=2,  # bilinear, as the official recipes resize with PIL
+            do_rescale=True,
+            do_normalize=normalize,
+            image_mean=self.config.image_mean if normalize else [0.0, 0.0, 0.0],
+            image_std=self.config.image_std if normalize else [1.0, 1.0, 1.0],
+        )
+
+    # Each family names the remote-code classes a saved folder offers (module.Class, relative to the folder).
+    _remote_code_map: dict[str, str] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save weights (safetensors), config, remote code and the matching image processor."""
+        kwargs.pop("safe_serialization", None)
+        if getattr(self, "_auto_class", None) is not None:
+            # Both AutoModel and AutoModelForImageClassification open the folder with trust_remote_code.
+            self.config.auto_map = dict(self._remote_code_map)
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.build_image_processor().save_pretrained(save_directory)
+        return out

@@ -1,0 +1,145 @@
+"""ML-Decoder (Ridnik et al., 2021) as a transformers model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .backbone import FeatureBackbone
+from .configuration_ml_decoder import MLDecoderConfig
+from .layers import GroupFullyConnected, MLDecoderLayer
+from .modeling_common import (
+    ClassifierForwardMixin,
+    MultiLabelModelOutput,
+    MultiLabelPreTrainedModel,
+    attention_to_grid,
+    build_loss,
+    check_pixel_values,
+)
+
+
+class MLDecoderPreTrainedModel(MultiLabelPreTrainedModel):
+    config_class = MLDecoderConfig
+    _remote_code_map = {
+        "AutoConfig": "configuration_ml_decoder.MLDecoderConfig",
+        "AutoModel": "modeling_ml_decoder.MLDecoderModel",
+        "AutoModelForImageClassification": "modeling_ml_decoder.MLDecoderForImageClassification",
+    }
+
+
+class MLDecoderModel(MLDecoderPreTrainedModel):
+    """Backbone + ML-Decoder: returns one decoder state per query, (B, K, decoder_embedding).
+
+    In zero-shot mode the queries are the projected label embeddings held in the
+    `label_embeddings` buffer (num_labels, label_embedding_dim), which is saved with the weights.
+    """
+
+    def __init__(self, config: MLDecoderConfig) -> None:
+        super().__init__(config)
+        self.backbone = FeatureBackbone(config)
+        d = config.decoder_embedding
+        self.input_proj = nn.Linear(self.backbone.num_channels, d)
+        if config.zero_shot:
+            self.query_embed = None
+            self.label_embedding_proj = (
+                nn.Identity() if config.label_embedding_dim == d else nn.Linear(config.label_embedding_dim, d)
+            )
+            # NaN marks "not set yet"; set_label_embeddings fills it.
+            self.register_buffer(
+                "label_embeddings", torch.full((config.num_labels, config.label_embedding_dim), float("nan"))
+            )
+        else:
+            self.query_embed = nn.Embedding(config.num_queries, d)
+            self.query_embed.requires_grad_(False)  # ML-Decoder's queries are fixed, not learned
+        self.decoder_layer = MLDecoderLayer(d, config.num_heads, config.dim_feedforward, config.dropout)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @torch.no_grad()
+    def set_label_embeddings(self, embeddings: Tensor, label_names: list[str] | None = None) -> None:
+        """Set the zero-shot label embeddings (num_labels, label_embedding_dim) and, optionally, their names."""
+        if not self.config.zero_shot:
+            raise ValueError("set_label_embeddings needs a zero-shot model (zero_shot=True)")
+        embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.config.label_embedding_dim:
+            raise ValueError(
+                f"label embeddings must have shape (num_labels, {self.config.label_embedding_dim}), "
+                f"got {tuple(embeddings.shape)}"
+            )
+        if label_names is not None and len(label_names) != embeddings.shape[0]:
+            raise ValueError(f"got {len(label_names)} label names for {embeddings.shape[0]} embeddings")
+        self.label_embeddings = embeddings.to(self.input_proj.weight.device).contiguous()
+        names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(embeddings.shape[0])]
+        self.config.id2label = dict(enumerate(names))
+        self.config.label2id = {name: i for i, name in enumerate(names)}
+
+    def _queries(self) -> Tensor:
+        if not self.config.zero_shot:
+            return self.query_embed.weight
+        embeddings = self.label_embeddings
+        if not torch.compiler.is_compiling() and torch.isnan(embeddings).any():
+            raise ValueError(
+                "this zero-shot ML-Decoder has no label embeddings; call set_label_embeddings(...) "
+                "or set_label_names(...) first"
+            )
+        if self.training and self.config.query_noise_std > 0:
+            embeddings = embeddings + torch.randn_like(embeddings) * self.config.query_noise_std
+        if self.training and self.config.query_extra > 0:
+            extra = torch.randn(self.config.query_extra, embeddings.shape[1], device=embeddings.device) * embeddings.std()
+            embeddings = torch.cat([embeddings, extra.to(embeddings.dtype)])
+        return F.relu(self.label_embedding_proj(embeddings))
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MultiLabelModelOutput | tuple:
+        check_pixel_values(pixel_values)
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        features = self.backbone(pixel_values)
+        tokens = features.flatten(2).transpose(1, 2) if features.ndim == 4 else features
+        memory = F.relu(self.input_proj(tokens))
+        queries = self._queries().to(memory.dtype)
+        tgt = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        if self.gradient_checkpointing and self.training:
+            hidden, weights = checkpoint(self.decoder_layer, tgt, memory, output_attentions, use_reentrant=False)
+        else:
+            hidden, weights = self.decoder_layer(tgt, memory, need_weights=output_attentions)
+        if self.config.zero_shot and self.training and self.config.query_extra > 0:
+            hidden = hidden[:, : self.config.num_labels]
+            weights = weights[:, : self.config.num_labels] if weights is not None else None
+        cross = None
+        if output_attentions:
+            cross = (attention_to_grid(weights, features, self.backbone, pixel_values.shape[-2:]),)
+        if not return_dict:
+            return (hidden, features) + ((cross,) if cross is not None else ())
+        return MultiLabelModelOutput(last_hidden_state=hidden, feature_map=features, cross_attentions=cross)
+
+
+class MLDecoderForImageClassification(ClassifierForwardMixin, MLDecoderPreTrainedModel):
+    """ML-Decoder with its group fully-connected classifier and the asymmetric loss."""
+
+    def __init__(self, config: MLDecoderConfig) -> None:
+        super().__init__(config)
+        self.model = MLDecoderModel(config)
+        self.classifier = GroupFullyConnected(
+            config.num_queries, config.decoder_embedding, config.num_labels, zero_shot=config.zero_shot
+        )
+        self.loss_fct = build_loss(config)
+        self.post_init()
+
+    def set_label_embeddings(self, embeddings: Tensor, label_names: list[str] | None = None) -> None:
+        """Zero-shot: replace the label set. Output count and order follow the given embeddings."""
+        self.model.set_label_embeddings(embeddings, label_names)
+        self.classifier.num_labels = self.config.num_labels
+
+
+
+MLDecoderConfig.register_for_auto_class()
+MLDecoderModel.register_for_auto_class("AutoModel")
+MLDecoderForImageClassification.register_for_auto_class("AutoModelForImageClassification")
