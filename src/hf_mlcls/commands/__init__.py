@@ -1,0 +1,1 @@
+"""Sub-commands of `hf-mlcls`, discovered by module: each defines `register(subparsers)`."""
