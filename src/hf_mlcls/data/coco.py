@@ -1,0 +1,215 @@
+"""MS-COCO 2014/2017 (and anything written in COCO's instances format, such as the
+``demo`` set): an image's labels are the categories of its annotations."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+from .core import (
+    DatasetLayoutError,
+    SplitRows,
+    build_dataset,
+    merge_dict,
+    read_json_file,
+    require_file,
+    resolve_image_path,
+    resolve_splits,
+)
+
+__all__ = ["load_coco", "parse_coco_instances"]
+
+LAYOUT = """  <data_dir>/
+    annotations/instances_train{year}.json
+    annotations/instances_val{year}.json
+    train{year}/<file_name of each image>
+    val{year}/<file_name of each image>"""
+
+
+def _categories(data: dict, path: str) -> tuple[list[int], list[str]]:
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise DatasetLayoutError(f"{path}: no 'categories' list; not a COCO instances file")
+    ids, names = [], []
+    for i, cat in enumerate(cats):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
+            raise DatasetLayoutError(f"{path}: categories[{i}] needs an integer 'id' and a 'name', got {cat!r}")
+        ids.append(cat["id"])
+        names.append(str(cat["name"]))
+    order = np.argsort(ids, kind="stable")
+    ids = [ids[i] for i in order]
+    names = [names[i] for i in order]
+    dup_ids = sorted({a for a, b in zip(ids, ids[1:]) if a == b})
+    if dup_ids:
+        raise DatasetLayoutError(f"{path}: duplicated category id(s) {dup_ids}")
+    if len(set(names)) != len(names):
+        seen, dup = set(), set()
+        for n in names:
+            (dup if n in seen else seen).add(n)
+        raise DatasetLayoutError(f"{path}: duplicated category name(s) {sorted(dup)}")
+    return ids, names
+
+
+def _int_column(items: list, key: str, path: str, section: str) -> np.ndarray:
+    try:
+        return np.fromiter((item[key] for item in items), dtype=np.int64, count=len(items))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        for i, item in enumerate(items):
+            value = item.get(key) if isinstance(item, dict) else None
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                ident = item.get("id") if isinstance(item, dict) else None
+                raise DatasetLayoutError(
+                    f"{path}: {section}[{i}] (id {ident}) has no integer {key!r}: {value!r}"
+                ) from None
+        raise
+
+
+def parse_coco_instances(
+    path: str,
+    image_dir: str,
+    root: str,
+    *,
+    keep_empty: bool = True,
+    include_crowd: bool = True,
+) -> tuple[SplitRows, list[int], list[str]]:
+    """Read one ``instances_*.json``; return the rows, category ids and names (id order)."""
+    data = read_json_file(path, "COCO annotations")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetLayoutError(f"{path}: no 'images' list; not a COCO instances file")
+    if not isinstance(data.get("annotations"), list):
+        raise DatasetLayoutError(
+            f"{path}: no 'annotations' list (an image_info_* file has no labels; use instances_*.json)"
+        )
+    cat_ids, names = _categories(data, path)
+    images, anns = data["images"], data["annotations"]
+    del data
+
+    image_ids = _int_column(images, "id", path, "images")
+    order = np.argsort(image_ids, kind="stable")
+    sorted_ids = image_ids[order]
+    dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if dup.size:
+        shown = sorted({int(sorted_ids[i]) for i in dup[:10]})
+        raise DatasetLayoutError(f"{path}: duplicated image id(s) {shown}")
+
+    ann_images = _int_column(anns, "image_id", path, "annotations")
+    ann_cats = _int_column(anns, "category_id", path, "annotations")
+    if not include_crowd and anns:
+        crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=len(anns))
+        ann_images, ann_cats = ann_images[~crowd], ann_cats[~crowd]
+
+    # image id -> row, category id -> class index, both by binary search
+    pos = np.searchsorted(sorted_ids, ann_images)
+    pos_c = np.minimum(pos, max(len(sorted_ids) - 1, 0))
+    bad = np.flatnonzero((pos >= len(sorted_ids)) | (sorted_ids[pos_c] != ann_images)) if len(sorted_ids) else np.arange(len(ann_images))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetLayoutError(
+            f"{path}: {bad.size} annotation(s) point to image ids not in 'images', e.g. image_id {int(ann_images[i])}"
+        )
+    rows = order[pos_c]
+    cat_arr = np.asarray(cat_ids, dtype=np.int64)
+    cpos = np.minimum(np.searchsorted(cat_arr, ann_cats), len(cat_arr) - 1)
+    bad = np.flatnonzero(cat_arr[cpos] != ann_cats)
+    if bad.size:
+        unknown = sorted({int(c) for c in ann_cats[bad]})
+        raise DatasetLayoutError(
+            f"{path}: annotation(s) use category id(s) {unknown[:20]} not in 'categories' (known ids {cat_ids[:10]}...)"
+        )
+
+    # unique (row, class) pairs -> CSR lists, with no Python loop over annotations
+    num_classes = len(cat_ids)
+    keys = np.unique(rows.astype(np.int64) * num_classes + cpos)
+    pair_rows, pair_cls = keys // num_classes, keys % num_classes
+    counts = np.bincount(pair_rows, minlength=len(images))
+    keep = np.arange(len(images)) if keep_empty else np.flatnonzero(counts > 0)
+    offsets = np.zeros(len(keep) + 1, dtype=np.int32)
+    np.cumsum(counts[keep], out=offsets[1:])
+    # rows without labels contribute no pairs, so dropping them leaves the values as they are
+    labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(pair_cls, type=pa.int64()))
+
+    paths = []
+    sep_chars = ("/", "\\", os.sep)
+    prefix = image_dir + os.sep
+    for i in keep.tolist():
+        name = images[i].get("file_name") if isinstance(images[i], dict) else None
+        if not isinstance(name, str):
+            raise DatasetLayoutError(f"{path}: image id {int(image_ids[i])} has no 'file_name' string")
+        if name and name not in (".", "..") and not any(c in name for c in sep_chars):
+            paths.append(prefix + name)  # a bare file name cannot leave image_dir
+        else:
+            paths.append(resolve_image_path(root, image_dir, name, f"{path}: image id {int(image_ids[i])}"))
+    kept_ids = image_ids[keep]
+    base = os.path.basename(path)
+    split_rows = SplitRows(
+        paths=paths,
+        labels=labels,
+        refs=lambda i: f"{base}: image id {int(kept_ids[i])}",
+        source=path,
+        extra_report={
+            "num_images_in_file": len(images),
+            "num_annotations": len(anns),
+            "dropped_empty": int(len(images) - len(keep)),
+        },
+    )
+    return split_rows, cat_ids, names
+
+
+def load_coco(
+    data_dir: str,
+    *,
+    year: int = 2014,
+    splits: Union[None, str, Sequence[str], Mapping[str, str]] = None,
+    keep_empty: bool = True,
+    include_crowd: bool = True,
+    verify_images: Union[bool, str] = "auto",
+    strict: bool = False,
+    num_threads: int = 8,
+    dataset_name: Optional[str] = None,
+) -> datasets.DatasetDict:
+    """Load COCO ``instances_{train,val}{year}.json`` into ``train`` / ``validation``.
+
+    Args:
+        data_dir: folder holding ``annotations/`` and the image folders.
+        year: 2014 or 2017 (any value works for a COCO-format folder named that way).
+        splits: ``None`` (train and validation, both required), a list of our split
+            names, or a mapping ``{split: native}`` where ``native`` names both
+            ``annotations/instances_{native}.json`` and the image folder ``{native}/``.
+        keep_empty: keep images that have no annotation. ``True`` (default) is the
+            Query2Label protocol (all 40,504 val2014 images); ``False`` is the
+            ML-Decoder/ASL protocol (40,137 val2014 images with at least one object).
+        include_crowd: count ``iscrowd`` annotations as labels (both official loaders do).
+        verify_images / strict / num_threads: the load-time image check (see docs/datasets.md).
+    """
+    name = dataset_name or f"coco{year}"
+    root = os.path.abspath(data_dir)
+    layout = LAYOUT.format(year=year)
+    require_file(root, name, layout, directory=True)
+    native = {"train": f"train{year}", "validation": f"val{year}"}
+
+    def ann_path(n: str) -> str:
+        return os.path.join(root, "annotations", f"instances_{n}.json")
+
+    chosen, required = resolve_splits(splits, native, ("train", "validation"), lambda n: os.path.isfile(ann_path(n)))
+    options = {"keep_empty": keep_empty, "include_crowd": include_crowd, "year": year}
+    out: dict[str, datasets.Dataset] = {}
+    ref_names: Optional[list[str]] = None
+    ref_source = ""
+    for split, nat in chosen.items():
+        path = require_file(ann_path(nat), f"{name} split {split!r}", layout)
+        image_dir = os.path.join(root, nat)
+        require_file(image_dir, f"{name} split {split!r} images", layout, directory=True)
+        rows, _, names = parse_coco_instances(path, image_dir, root, keep_empty=keep_empty, include_crowd=include_crowd)
+        if ref_names is None:
+            ref_names, ref_source = names, path
+        elif names != ref_names:
+            raise DatasetLayoutError(f"{path}: categories differ from those of {ref_source}")
+        out[split] = build_dataset(
+            rows, names, dataset_name=name, split=split, verify_images=verify_images,
+            strict=strict, options=options, num_threads=num_threads,
+        )
+    return merge_dict(out)
