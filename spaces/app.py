@@ -22,6 +22,8 @@ import math
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import uuid
@@ -301,10 +303,6 @@ def _has_no_label_set(loaded: LoadedModel) -> bool:
     return embeddings is not None and bool(torch.isnan(embeddings).any())
 
 
-def _query_for(loaded: LoadedModel, label_index: int) -> int:
-    return label_index // loaded.group_size
-
-
 # ----------------------------------------------------------------------------- session results
 
 
@@ -441,7 +439,7 @@ def load_model_info(model_name: str):
     return message("ok", loaded.describe() + "." + note)
 
 
-def classify(files, model_name, threshold, top_k, state=None):
+def classify(files, model_name, threshold, top_k):
     """Run the model on the uploaded images and render every view."""
     state = _empty_state()
     notes = []
@@ -477,7 +475,14 @@ def classify(files, model_name, threshold, top_k, state=None):
     return _outputs(state, status, threshold, top_k)
 
 
-def classify_example(example_index, model_name, threshold, top_k, state=None):
+def reclassify(files, model_name, threshold, top_k):
+    """After a model change: classify the current uploads again, or leave the page as it is."""
+    if not _collect_files(files):
+        return tuple(gr.skip() for _ in range(12))
+    return classify(files, model_name, threshold, top_k)
+
+
+def classify_example(example_index, model_name, threshold, top_k):
     examples = example_files()
     try:
         index = int(example_index)
@@ -627,7 +632,7 @@ def build_demo(sources: "OrderedDict[str, str] | None" = None) -> gr.Blocks:
     names = list(STORE.sources)
     examples = example_files()
     with gr.Blocks(title="Multi-label image classification — Query2Label & ML-Decoder",
-                   delete_cache=(1800, 3600)) as demo:
+                   delete_cache=(1800, 3600), analytics_enabled=False) as demo:
         state = gr.State(_empty_state())
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
@@ -690,7 +695,9 @@ def build_demo(sources: "OrderedDict[str, str] | None" = None) -> gr.Blocks:
                             csv_file, json_file]
         score_outputs = [bars, predicted, gallery, table, csv_file, json_file]
 
-        model_dd.change(load_model_info, [model_dd], [model_info], api_name="load_model")
+        model_dd.change(load_model_info, [model_dd], [model_info], api_name="load_model").then(
+            reclassify, [files, model_dd, threshold, top_k], classify_outputs, api_visibility="private"
+        )
         demo.load(load_model_info, [model_dd], [model_info], api_visibility="private")
         run_btn.click(classify, [files, model_dd, threshold, top_k], classify_outputs, api_name="classify")
         files.upload(classify, [files, model_dd, threshold, top_k], classify_outputs, api_visibility="private")
@@ -712,6 +719,8 @@ STORE: ModelStore | None = None
 
 
 def main() -> None:
+    # A stopped Space or a test sends SIGTERM: exit normally so the temporary folder is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo = build_demo()
     demo.queue(default_concurrency_limit=2, max_size=64)
     demo.launch(
