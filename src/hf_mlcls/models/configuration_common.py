@@ -36,6 +36,9 @@ class MultiLabelConfig(PretrainedConfig):
         num_labels / id2label: the label set; defaults to 80 labels (MS-COCO's size).
     """
 
+    # Large per-query outputs the Trainer must not gather during evaluation.
+    keys_to_ignore_at_inference = ["hidden_states", "cross_attentions"]
+
     def __init__(
         self,
         backbone: str = "resnet101",

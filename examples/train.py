@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Train a Query2Label or ML-Decoder model with the HF Trainer.
+
+    accelerate launch examples/train.py                                  # the demo: small model, built-in data
+    accelerate launch examples/train.py examples/configs/q2l-r101-448-coco.yaml --data_dir /data/coco
+    accelerate launch examples/train.py --model q2l-r101-448 --dataset coco2014 --data_dir /data/coco ...
+
+A YAML/JSON file gives the defaults; any argument on the command line overrides it.
+With no arguments at all, `examples/configs/demo.yaml` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+import yaml
+from transformers import AutoConfig, AutoModelForImageClassification, EarlyStoppingCallback, HfArgumentParser, TrainingArguments
+
+import hf_mlcls
+from hf_mlcls.data import MultiLabelCollator, apply_transforms, load_multilabel_dataset, transforms_from_image_processor
+from hf_mlcls.metrics import compute_metrics
+from hf_mlcls.training import MultiLabelTrainer, RecipeArguments, freeze_backbone_layers
+
+logger = logging.getLogger("hf_mlcls.train")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, "configs", "demo.yaml")
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(
+        default="q2l-r101-448",
+        metadata={"help": "a preset (hf_mlcls.list_presets()), a saved model folder or a Hub id"},
+    )
+    model_overrides: str | None = field(
+        default=None, metadata={"help": "JSON object of config fields to change, e.g. '{\"backbone\": \"resnet50\"}'"}
+    )
+    pretrained_backbone: bool = field(default=False, metadata={"help": "start from the backbone's pretrained weights"})
+    backbone_weights_file: str | None = field(default=None, metadata={"help": "local backbone weights (offline start)"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="demo", metadata={"help": "a name from hf_mlcls.data.list_datasets()"})
+    data_dir: str | None = field(default=None, metadata={"help": "the dataset's root folder"})
+    dataset_options: str | None = field(default=None, metadata={"help": "JSON object of loader options"})
+    train_split: str = field(default="train")
+    eval_split: str = field(default="validation")
+    cutout: bool = field(default=True, metadata={"help": "Cutout (half the image side), as both official recipes"})
+    randaugment: bool = field(default=True, metadata={"help": "RandAugment, as both official recipes"})
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+
+
+def parse_args(argv: list[str]):
+    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
+    config_file = DEFAULT_CONFIG if not argv else None
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config_file, argv = argv[0], argv[1:]
+    if config_file:
+        with open(config_file, encoding="utf-8") as fh:
+            defaults = yaml.safe_load(fh) or {}
+        known = {f.dest for f in parser._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            raise SystemExit(f"{config_file}: unknown argument(s) {unknown}")
+        # mapping-valued options are JSON strings on the command line
+        defaults = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in defaults.items()}
+        parser.set_defaults(**defaults)
+        for action in parser._actions:  # a value from the file satisfies a required argument
+            if action.dest in defaults:
+                action.required = False
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_model(model_args: ModelArguments, id2label: dict[int, str]):
+    overrides = json.loads(model_args.model_overrides) if model_args.model_overrides else {}
+    if model_args.backbone_weights_file:
+        overrides["backbone_weights_file"] = model_args.backbone_weights_file
+    if model_args.model in hf_mlcls.list_presets():
+        return hf_mlcls.create_model(
+            model_args.model, pretrained_backbone=model_args.pretrained_backbone, id2label=id2label, **overrides
+        )
+    config = AutoConfig.from_pretrained(model_args.model, **overrides)
+    same_labels = config.id2label == id2label
+    return AutoModelForImageClassification.from_pretrained(
+        model_args.model,
+        config=config if same_labels else None,
+        **({} if same_labels else dict(num_labels=len(id2label), id2label=id2label, ignore_mismatched_sizes=True, **overrides)),
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, recipe, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity_warning()
+    transformers.set_seed(training_args.seed)
+
+    options = json.loads(data_args.dataset_options) if data_args.dataset_options else {}
+    with training_args.main_process_first(desc="loading the dataset"):
+        dataset = load_multilabel_dataset(data_args.dataset, data_args.data_dir, **options)
+    for split in (data_args.train_split, data_args.eval_split):
+        if split not in dataset:
+            raise SystemExit(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
+    class_names = dataset[data_args.train_split].features["labels"].feature.names
+    id2label = dict(enumerate(class_names))
+
+    model = build_model(model_args, id2label)
+    if recipe.backbone_trainable_layers or recipe.freeze_backbone:
+        frozen = freeze_backbone_layers(model, recipe.backbone_trainable_layers, recipe.freeze_backbone)
+        logger.info("froze %d backbone parameter tensors", frozen)
+
+    train_set, eval_set = dataset[data_args.train_split], dataset[data_args.eval_split]
+    if data_args.max_train_samples:
+        train_set = train_set.select(range(min(data_args.max_train_samples, len(train_set))))
+    if data_args.max_eval_samples:
+        eval_set = eval_set.select(range(min(data_args.max_eval_samples, len(eval_set))))
+    processor = model.build_image_processor()
+    train_tf = transforms_from_image_processor(processor, train=True, cutout=data_args.cutout, randaugment=data_args.randaugment)
+    train_set = apply_transforms(train_set, train_tf)
+    eval_set = apply_transforms(eval_set, eval_transform=transforms_from_image_processor(processor, train=False))
+
+    training_args.remove_unused_columns = False  # rows are built lazily by with_transform
+    training_args.label_names = ["labels"]
+    callbacks = []
+    if recipe.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience))
+    trainer = MultiLabelTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=MultiLabelCollator(),
+        compute_metrics=compute_metrics,
+        processing_class=processor,
+        callbacks=callbacks,
+        recipe=recipe,
+    )
+    result = {}
+    if training_args.do_train:
+        train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.log_metrics("train", train_output.metrics)
+        trainer.save_metrics("train", train_output.metrics)
+        trainer.use_ema_weights()  # the final model is the EMA (of the best checkpoint, if one was chosen)
+        trainer.save_model()
+        trainer.save_state()
+    if training_args.do_eval:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        result = metrics
+        if trainer.is_world_process_zero():
+            print(f"held-out mAP of the saved model ({len(eval_set)} images): {metrics['eval_mAP']:.2f}", flush=True)
+    if training_args.push_to_hub and trainer.is_world_process_zero():
+        trainer.push_to_hub(dataset_name=data_args.dataset)
+    return result
+
+
+if __name__ == "__main__":
+    main()

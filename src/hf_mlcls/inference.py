@@ -1,0 +1,142 @@
+"""Prediction and evaluation of a saved (or Hub) model, batched, shared by the CLI and the examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.images import ImageOpenError, open_rgb
+from .data.transforms import transforms_from_image_processor
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_model(name_or_path: str, device: str | None = None, **kwargs):
+    """A classification model from a saved folder or a Hub id, in eval mode, with its image processor."""
+    import hf_mlcls  # noqa: F401  (registers the model types)
+    from transformers import AutoModelForImageClassification
+
+    if os.path.sep in name_or_path and not os.path.exists(name_or_path):
+        raise FileNotFoundError(f"model folder {name_or_path!r} does not exist")
+    model = AutoModelForImageClassification.from_pretrained(name_or_path, **kwargs)
+    if not hasattr(model, "build_image_processor"):
+        raise ValueError(f"{name_or_path!r} is a {type(model).__name__}, not a Query2Label or ML-Decoder model")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+def find_images(inputs: Iterable[str]) -> list[str]:
+    """Files as given, folders expanded (recursively, sorted) to the image files they hold."""
+    found: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, _, files in sorted(os.walk(item)):
+                found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.isfile(item):
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {item!r}")
+    if not found:
+        raise FileNotFoundError(f"no image files in {list(inputs)!r}")
+    return found
+
+
+@torch.no_grad()
+def predict_probabilities(model, images: Sequence, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """Sigmoid scores (N, C) for PIL images or paths; images that cannot be read raise ImageOpenError."""
+    transform = transforms_from_image_processor(model.build_image_processor(), train=False)
+    device = next(model.parameters()).device
+    outputs = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, unit="batch"):
+        batch = torch.stack([transform(open_rgb(image)) for image in images[start : start + batch_size]])
+        logits = model(batch.to(device)).logits.float()
+        if getattr(model.config, "problem_type", None) == "single_label_classification":
+            outputs.append(logits.softmax(-1).cpu())
+        else:
+            outputs.append(logits.sigmoid().cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0, model.config.num_labels)
+
+
+def select_labels(scores: torch.Tensor, id2label: dict, threshold: float = 0.5, top_k: int | None = None) -> list[list[dict]]:
+    """Per image: labels above ``threshold`` (or the ``top_k`` best), highest score first."""
+    rows = []
+    for row in scores:
+        order = torch.argsort(row, descending=True).tolist()
+        chosen = order[:top_k] if top_k else [i for i in order if row[i] >= threshold]
+        rows.append([{"label": id2label[i], "score": round(float(row[i]), 6)} for i in chosen])
+    return rows
+
+
+def predict_files(
+    model, paths: Sequence[str], threshold: float = 0.5, top_k: int | None = None, batch_size: int = 32, progress: bool = True
+) -> list[dict]:
+    """Predictions for image files; a file that cannot be read gets an ``error`` instead of labels."""
+    readable, results = [], {}
+    for path in paths:
+        try:
+            open_rgb(path)
+            readable.append(path)
+        except ImageOpenError as err:
+            logger.warning("skipping %s: %s", path, err)
+            results[path] = {"image": path, "labels": [], "error": str(err)}
+    scores = predict_probabilities(model, readable, batch_size=batch_size, progress=progress)
+    for path, labels in zip(readable, select_labels(scores, model.config.id2label, threshold, top_k)):
+        results[path] = {"image": path, "labels": labels}
+    return [results[p] for p in paths]
+
+
+def write_predictions(results: list[dict], output: str | None, fmt: str | None = None) -> str:
+    """Write predictions as JSON or CSV (one row per image and label); returns the text when ``output`` is None."""
+    fmt = fmt or ("csv" if output and output.endswith(".csv") else "json")
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"format must be 'csv' or 'json', got {fmt!r}")
+    if fmt == "json":
+        text = json.dumps(results, indent=2)
+    else:
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["image", "label", "score", "error"])
+        for result in results:
+            if result.get("error"):
+                writer.writerow([result["image"], "", "", result["error"]])
+            for item in result["labels"]:
+                writer.writerow([result["image"], item["label"], item["score"], ""])
+        text = buffer.getvalue()
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        tmp = output + ".tmp"
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, output)  # never a half-written file
+    return text
+
+
+@torch.no_grad()
+def score_dataset(model, dataset, batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, targets) of a `load_multilabel_dataset` split: sigmoid scores and multi-hot targets (-1 unknown)."""
+    from .data import MultiLabelCollator, apply_transforms
+
+    transform = transforms_from_image_processor(model.build_image_processor(), train=False)
+    loader = torch.utils.data.DataLoader(
+        apply_transforms(dataset, eval_transform=transform),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=MultiLabelCollator(),
+    )
+    device = next(model.parameters()).device
+    scores, targets = [], []
+    for batch in tqdm(loader, desc="evaluating", disable=not progress, unit="batch"):
+        scores.append(model(batch["pixel_values"].to(device)).logits.float().sigmoid().cpu())
+        targets.append(batch["labels"])
+    return torch.cat(scores).numpy(), torch.cat(targets).numpy()
