@@ -26,6 +26,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from collections import OrderedDict
@@ -158,7 +159,7 @@ class LoadedModel:
         family = "Query2Label" if self.family == "query2label" else "ML-Decoder"
         extra = ""
         if self.family == "ml_decoder":
-            extra = " zero-shot," if self.zero_shot else f" {c.num_queries} group queries of {self.group_size},"
+            extra = " zero-shot," if self.zero_shot else f" {c.num_queries} group queries ({self.group_size} labels each),"
         return f"**{self.name}**: {family},{extra} {c.num_labels} labels, backbone `{c.backbone}`, {c.image_size} px"
 
 
@@ -321,10 +322,25 @@ def _results_rows(state: dict, threshold: float) -> list[dict]:
     return rows
 
 
+def _prune_downloads(max_age_s: float = 600) -> None:
+    """Gradio serves copies from its own cache, so our files can go after a while."""
+    root = TMP_ROOT / "downloads"
+    if not root.is_dir():
+        return
+    cutoff = time.time() - max_age_s
+    for folder in root.iterdir():
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def write_downloads(state: dict, threshold: float, top_k: int) -> tuple[str | None, str | None]:
     """CSV (every label of every image) and JSON (per image: predicted labels, top-k, all scores)."""
     if not state["scores"]:
         return None, None
+    _prune_downloads()
     folder = TMP_ROOT / "downloads" / uuid.uuid4().hex
     folder.mkdir(parents=True)
     csv_path, json_path = folder / "hf_mlcls_results.csv", folder / "hf_mlcls_results.json"
@@ -466,6 +482,8 @@ def classify(files, model_name, threshold, top_k):
     except Exception as err:  # never let a request take the app down
         return _outputs(state, message("error", f"Something went wrong ({type(err).__name__}); try again."),
                         threshold, top_k)
+    for image in images:  # the session keeps display-size copies only
+        image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.LANCZOS)
     state.update(model=loaded.name, labels=loaded.labels, names=names, images=images,
                  scores=[s.tolist() for s in scores], maps=list(maps), group_size=loaded.group_size,
                  family=loaded.family)
@@ -633,7 +651,8 @@ def build_demo(sources: "OrderedDict[str, str] | None" = None) -> gr.Blocks:
     examples = example_files()
     with gr.Blocks(title="Multi-label image classification — Query2Label & ML-Decoder",
                    delete_cache=(1800, 3600), analytics_enabled=False) as demo:
-        state = gr.State(_empty_state())
+        # Per-session results; dropped an hour after their last change so memory stays bounded.
+        state = gr.State(_empty_state(), time_to_live=3600)
         gr.Markdown(INTRO)
         with gr.Row(equal_height=True):
             model_dd = gr.Dropdown(names, value=names[0] if names else None, label="Model", scale=2,
@@ -666,7 +685,9 @@ def build_demo(sources: "OrderedDict[str, str] | None" = None) -> gr.Blocks:
                         overlay = gr.Image(label="Cross-attention map", type="pil", interactive=False,
                                            elem_id="attention", height=360)
                 with gr.Accordion("All results and downloads", open=False):
-                    gallery = gr.Gallery(label="Images", columns=4, height=220, elem_id="gallery")
+                    gallery = gr.Gallery(label="Images", columns=4, height="auto", object_fit="contain", preview=False,
+                                         fit_columns=False,
+                                         elem_id="gallery")
                     table = gr.Dataframe(headers=["image", "rank", "label", "score", "predicted"],
                                          interactive=False, elem_id="table")
                     with gr.Row():
