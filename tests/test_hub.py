@@ -245,12 +245,46 @@ def test_push_is_one_commit_of_exactly_the_dry_run_files(saved, monkeypatch, tmp
     assert "eval/per_class_ap.csv" in (tmp_path / "dry" / "README.md").read_text()
 
 
+def test_real_evaluate_output_is_picked_up_from_the_model_folder(tmp_path):
+    """examples/evaluate.py's own output (metrics.json, CSV, figure in <model>/eval) feeds the card unchanged."""
+    pytest.importorskip("sklearn", reason="the demo data set is drawn from scikit-learn's digits")
+    script = Path(__file__).resolve().parents[1] / "examples" / "evaluate.py"
+    if not script.is_file():
+        pytest.skip("examples/evaluate.py is not in this checkout")
+    import importlib.util
+
+    from hf_mlcls.data.demo import DEMO_CLASSES
+
+    model = create_model("q2l-r101-448", backbone="test_resnet", hidden_dim=96, dim_feedforward=64,
+                         id2label=dict(enumerate(DEMO_CLASSES)), image_size=64)
+    model.save_pretrained(tmp_path / "model")
+    spec = importlib.util.spec_from_file_location("hf_mlcls_evaluate_example", script)
+    evaluate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = evaluate
+    spec.loader.exec_module(evaluate)
+    evaluate.main(["--model", str(tmp_path / "model"), "--dataset", "demo", "--data_dir", str(tmp_path / "demo"),
+                   "--dataset_options", json.dumps({"num_train": 4, "num_validation": 12}), "--batch_size", "12"])
+    result = push_to_hub(tmp_path / "model", "me/demo", dry_run=tmp_path / "out")
+    assert {"eval_results.json", "eval/per_class_ap.csv", "eval/evaluation.png"} <= set(result["files"])
+    assert "eval/" not in result["skipped"]
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    reported = json.loads((tmp_path / "model" / "eval" / "metrics.json").read_text())
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["mAP"] == round(reported["metrics"]["mAP"], 2) and results["OF1"] == round(reported["metrics"]["OF1"], 2)
+    assert card.data.datasets == ["demo"] and "(eval/evaluation.png)" in card.text
+
+
 def test_bad_inputs_name_the_problem(saved, tmp_path):
     with pytest.raises(UserError, match="missing field 'split'"):
         data = json.loads(eval_json(tmp_path / "e.json").read_text())
         del data["split"]
         (tmp_path / "e.json").write_text(json.dumps(data))
         load_eval_results(tmp_path / "e.json")
+    ok = json.loads(eval_json(tmp_path / "h.json").read_text())
+    ok["metrics"].update(num_classes=9605, num_classes_skipped=2)
+    ok["per_class_AP"]["cat"] = None  # no positive in the split: no AP
+    card = render_model_card(tiny_q2l().config, load_eval_results(eval_json(tmp_path / "h.json", **ok)))
+    assert "| num_classes | 9605 |" in card.text and "1 class(es) had no positive image" in card.text
     with pytest.raises(UserError, match="outside 0-100"):
         load_eval_results(eval_json(tmp_path / "f.json", metrics={m: 0.5 for m in EVAL_METRICS} | {"mAP": 150}))
     (tmp_path / "g.json").write_text("{not json")

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+EVAL_ARTIFACT_SUFFIXES = (".csv", ".png", ".jpg", ".svg", ".txt")
 CARD_TEMPLATE_DIR = Path(os.environ.get("HF_MLCLS_CARD_TEMPLATES", _REPO_ROOT / "hub_cards"))
 SPACE_DIR = _REPO_ROOT / "spaces"
 
@@ -69,7 +70,7 @@ _DATASET_NAMES = {
     "nus-wide": "NUS-WIDE",
     "nuswide": "NUS-WIDE",
     "openimages-v6": "Open Images v6",
-    "demo": "hf_mlcls demo mosaics (generated)",
+    "demo": "the hf_mlcls demo set (generated digit mosaics)",
 }
 
 # Files of a saved model folder that belong on the Hub; anything else (optimizer states,
@@ -130,9 +131,14 @@ def check_eval_results(data: Any, source: str = "evaluation results") -> dict[st
         if not isinstance(values, dict):
             fail(f"{section!r} must be an object of name -> number")
         for key, value in values.items():
+            if value is None and section == "per_class_AP":
+                continue  # a class without positives in the split: no AP (skipped, as the metrics do)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 fail(f"{section}[{key!r}] must be a finite number, got {value!r}")
-            if not -1e-6 <= value <= 100 + 1e-6:
+            if section == "metrics" and key.startswith("num_"):
+                if value < 0:
+                    fail(f"metrics[{key!r}] is a count and must be >= 0, got {value}")
+            elif not -1e-6 <= value <= 100 + 1e-6:
                 fail(f"{section}[{key!r}] = {value} is outside 0-100 (numbers are percentages)")
     return data
 
@@ -256,17 +262,21 @@ def render_model_card(
     labels, more = _label_summary(config)
     per_class = None
     if eval_results and eval_results.get("per_class_AP"):
-        ranked = sorted(eval_results["per_class_AP"].items(), key=lambda kv: kv[1])
+        ranked = sorted(((k, v) for k, v in eval_results["per_class_AP"].items() if v is not None), key=lambda kv: kv[1])
+        skipped = sum(v is None for v in eval_results["per_class_AP"].values())
         per_class = {
             "weakest": ranked[:5],
             "strongest": ranked[::-1][:5],
             "count": len(ranked),
             "all": ranked[::-1] if len(ranked) <= 12 else None,
-        }
+            "skipped": skipped,
+        } if ranked else None
     metric_rows = []
     if eval_results:
         for metric, value in eval_results["metrics"].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if metric.startswith("num_"):
+                metric_rows.append((metric, f"{int(value)}"))
+            else:
                 metric_rows.append((metric, f"{value:.2f}"))
     group_size = None
     if family == "ml_decoder" and not config.zero_shot:
@@ -389,7 +399,8 @@ def prepare_upload_folder(
             checkpoint) or a Query2Label/ML-Decoder model object (saved into `out_dir`).
         out_dir: a new or empty folder.
         eval_json: the evaluation JSON (path or dict) of `examples/evaluate.py`: rendered into the card
-            and uploaded as `eval_results.json`.
+            and uploaded as `eval_results.json`. Default: `source/eval/metrics.json` when it exists
+            (evaluate.py's default output), with that folder's CSV and figures as `eval_artifacts`.
         eval_artifacts: further evaluation files (per-class AP CSV, figures), uploaded under `eval/`.
 
     Returns ``{"folder": Path, "files": [...], "skipped": [...]}``: the files written and the source files
@@ -413,10 +424,19 @@ def prepare_upload_folder(
             raise UserError(f"model folder {src.name} has no safetensors weights{hint}")
         _check_out_dir(out_dir, src)
         out_dir.mkdir(parents=True, exist_ok=True)
+        evaluated = src / "eval" / "metrics.json"  # where examples/evaluate.py writes by default
+        use_eval_dir = eval_json is None and evaluated.is_file()
+        if use_eval_dir:
+            eval_json = evaluated
+            if eval_artifacts is None:
+                eval_artifacts = sorted(
+                    p for p in evaluated.parent.iterdir()
+                    if p.is_file() and p.suffix.lower() in EVAL_ARTIFACT_SUFFIXES and p.name != "metrics.json"
+                )
         for path in sorted(src.iterdir()):
             if path.is_file() and _matches_upload(path.name):
                 shutil.copyfile(path, out_dir / path.name)
-            else:
+            elif not (use_eval_dir and path.name == "eval"):
                 skipped.append(path.name + ("/" if path.is_dir() else ""))
 
     config_path = out_dir / "config.json"
