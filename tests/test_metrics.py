@@ -278,20 +278,20 @@ def test_agrees_with_sklearn_without_ties():
     # the two may differ (see the module docstring)
 
 
-def test_hot_order_lexsort_fallback_matches_packed_order():
+def test_rank_order_of_hot_samples_packed_and_lexsort_fallback():
     rng = np.random.default_rng(7)
-    cls = np.sort(rng.integers(0, 3, 50))
-    key = rng.integers(-5, 5, 50).astype(np.int32)
-    row = rng.permutation(50)
+    cls = rng.integers(0, 3, 50)
+    key = rng.integers(0, 6, 50).astype(np.uint32)  # many ties
+    rows = rng.permutation(50)
     for later_first in (False, True):
-        packed = metrics._hot_order(cls, key, row, 50, 3, later_first)
-        fallback = metrics._hot_order(cls, key, row, 1 << 40, 3, later_first)  # too wide to pack
-        if later_first:  # the tie value is computed from n_rows; compare the orders they imply
-            packed_tie = 49 - row
-            fallback_tie = (1 << 40) - 1 - row
-            assert np.array_equal(np.argsort(packed_tie[packed]), np.argsort(fallback_tie[fallback]))
-        assert np.array_equal(cls[packed], cls[fallback]) and np.array_equal(key[packed], key[fallback])
-        assert np.array_equal(row[packed], row[fallback])
+        tie = (lambda i: -rows[i]) if later_first else (lambda i: rows[i])
+        expected = sorted(range(50), key=lambda i: (cls[i], -int(key[i]), tie(i)))
+        packed = metrics._sort_hot(cls, rows, key, 50, 3, later_first)
+        fallback = metrics._sort_hot(cls, rows, key, 1 << 40, 3, later_first)  # too wide to pack
+        for got in (packed, fallback):
+            assert np.array_equal(got[0], cls[expected]) and np.array_equal(got[1], rows[expected])
+            same = (cls[expected][1:] == cls[expected][:-1]) & (key[expected][1:] == key[expected][:-1])
+            assert np.array_equal(got[2], same)
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -62,10 +62,9 @@ __all__ = ["average_precision", "compute", "compute_metrics"]
 ASL_EPS = 1e-8
 """The official ASL code divides by ``num_positives + ASL_EPS``; kept for identical numbers."""
 
-_BLOCK_ELEMENTS = 1 << 19  # scores handled at once: temporaries stay in cache and in the heap
-_MAX_BLOCK_CLASSES = 256
-_COARSE_BITS = 10  # coarse bins per class: 1024
-_SAMPLE_ROWS = 2048  # rows sampled to size the bins
+_BLOCK_ELEMENTS = 1 << 19  # scores per block of classes (or of samples, for top-k)
+_COARSE_BITS = 10  # coarse bins per class: 2**10 + 1
+_SAMPLE_ROWS = 2048  # samples per class looked at to size the coarse bins
 _PER_BUCKET = 2.0  # samples per fine bucket aimed at
 
 
@@ -102,196 +101,254 @@ def _check_inputs(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
     return scores, targets
 
 
-def _block_inputs(scores: np.ndarray, targets: np.ndarray, rows: slice, cols: slice):
-    """One block, validated (no NaN score; targets in {1, 0, -1}).
+class _Buffers:
+    """The arrays that grow with a block, carved from one allocation and reused per block.
 
-    Returns the scores, the known mask (None when every entry is known), the positive mask
-    and the per-class minimum and maximum score.
+    Fresh memory costs page faults, which on small virtual machines cost more than the
+    arithmetic done in it; one large allocation also gets huge pages.
     """
-    s = scores[rows, cols]
-    t = targets[rows, cols]
-    lo, hi = s.min(axis=0), s.max(axis=0)  # NaN propagates into both
-    if np.isnan(lo).any():
-        r, c = np.argwhere(np.isnan(s))[0]
-        raise ValueError(f"`scores` is NaN at row {r + rows.start}, class {c + cols.start}")
-    if t.dtype == bool:
-        return s, None, t, lo, hi
-    tmin, tmax = t.min(), t.max()
-    if tmin < -1 or tmax > 1 or (t.dtype.kind == "f" and not np.array_equal(t, np.round(t))):
-        bad = (t != 1) & (t != 0) & (t != -1)
-        r, c = np.argwhere(bad)[0]
-        raise ValueError(
-            f"`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
-            f"row {r + rows.start}, class {c + cols.start} holds {t[r, c].item()!r}"
-        )
-    return s, (t >= 0 if tmin < 0 else None), t == 1, lo, hi
+
+    def __init__(self, size: int, score_dtype, target_dtype):
+        key_dtype = np.uint32 if score_dtype == np.float32 else np.uint64
+        layout = [
+            ("scores", score_dtype), ("targets", target_dtype), ("key", key_dtype),
+            ("diff", np.uint64), ("coarse", np.int64), ("bucket", np.int64),
+            ("pos", np.bool_), ("known", np.bool_), ("mask", np.bool_),
+        ]  # fmt: skip
+        offsets, total = [], 0
+        for _, dtype in layout:
+            offsets.append(total)
+            total += -(-size * np.dtype(dtype).itemsize // 64) * 64
+        buffer = np.empty(total, dtype=np.uint8)
+        self._arrays = {
+            name: buffer[off : off + size * np.dtype(dtype).itemsize].view(dtype)
+            for (name, dtype), off in zip(layout, offsets)
+        }
+
+    def get(self, name: str, c: int, n: int) -> np.ndarray:
+        return self._arrays[name][: c * n].reshape(c, n)
 
 
-def _column_blocks(n: int, c: int) -> Iterator[slice]:
-    width = max(1, min(_MAX_BLOCK_CLASSES, _BLOCK_ELEMENTS // n))
+def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
+    """Blocks of classes, validated and class-major: every array is (classes, samples).
+
+    Yields ``cols, scores, known, pos, lo, hi, buffers``: ``known`` is None when no target
+    is -1; ``lo``, ``hi`` are each class's extreme scores; the arrays are views into
+    ``buffers``, valid until the next block. Raises on a NaN score or on a target that is
+    not 1, 0 or -1, naming the sample (row) and class.
+    """
+    n, c = scores.shape
+    width = max(1, _BLOCK_ELEMENTS // n)
+    buffers = _Buffers(min(c, width) * n, scores.dtype, targets.dtype)
     for start in range(0, c, width):
-        yield slice(start, min(c, start + width))
-
-
-def _row_blocks(n: int, c: int) -> Iterator[slice]:
-    height = max(1, _BLOCK_ELEMENTS // c)
-    for start in range(0, n, height):
-        yield slice(start, min(n, start + height))
+        cols = slice(start, min(c, start + width))
+        w = cols.stop - start
+        s, t = buffers.get("scores", w, n), buffers.get("targets", w, n)
+        pos, known, mask = buffers.get("pos", w, n), buffers.get("known", w, n), buffers.get("mask", w, n)
+        for r in range(0, n, 1024):  # some rows at a time: a transposing copy stays in cache
+            np.copyto(s[:, r : r + 1024], scores[r : r + 1024, cols].T)
+            np.copyto(t[:, r : r + 1024], targets[r : r + 1024, cols].T)
+        lo, hi = s.min(axis=1), s.max(axis=1)  # a NaN propagates into both
+        if np.isnan(lo).any():
+            k, r = np.argwhere(np.isnan(s))[0]
+            raise ValueError(f"`scores` is NaN at row {r}, class {k + start}")
+        if t.dtype == bool:
+            np.copyto(pos, t)
+            yield cols, s, None, pos, lo, hi, buffers
+            continue
+        np.equal(t, 1, out=pos)
+        tmin = t.min()
+        valid = tmin >= -1 and t.max() <= 1
+        if valid and t.dtype.kind == "f":  # also no 0.5, no NaN
+            valid = np.count_nonzero(np.equal(t, 0, out=mask)) + np.count_nonzero(pos) + np.count_nonzero(
+                np.equal(t, -1, out=mask)
+            ) == t.size
+        if not valid:
+            k, r = np.argwhere((t != 1) & (t != 0) & (t != -1))[0]
+            raise ValueError(
+                "`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
+                f"row {r}, class {k + start} holds {t[k, r].item()!r}"
+            )
+        yield cols, s, (np.greater_equal(t, 0, out=known) if tmin < 0 else None), pos, lo, hi, buffers
 
 
 # --------------------------------------------------------------------------- ranking
 
 
-def _ordered_key(x: np.ndarray, nonnegative: bool = False) -> np.ndarray:
-    """Signed integer key with the order of the floats ``x``; -0.0 and 0.0 get the same key."""
-    bits = x.view(np.int32 if x.dtype == np.float32 else np.int64)
+def _ordered_key(x: np.ndarray, nonnegative: bool, out=None, scratch=None) -> np.ndarray:
+    """Unsigned integer key with the order of the floats ``x``; -0.0 and 0.0 get the same key."""
+    sint, uint = (np.int32, np.uint32) if x.dtype == np.float32 else (np.int64, np.uint64)
+    bits = x.view(sint)
+    out = np.empty(x.shape, dtype=uint) if out is None else out
+    signed = out.view(sint)
     if nonnegative:  # probabilities: the bit patterns are already in order, but for -0.0
-        return np.maximum(bits, 0)
-    key = bits >> (8 * bits.itemsize - 1)  # all ones for negative floats, zero otherwise
-    key &= np.iinfo(bits.dtype).max
-    key ^= bits  # negative floats: every bit but the sign flipped, so larger magnitude sorts lower
-    key += key == -1  # -0.0 became -1; make it equal to +0.0
-    return key
+        np.maximum(bits, 0, out=signed)
+        return out
+    np.right_shift(bits, 8 * bits.itemsize - 1, out=signed)  # all ones if negative, else 0
+    np.bitwise_or(signed, np.iinfo(sint).min, out=signed)  # ... or just the sign bit
+    np.bitwise_xor(signed, bits, out=signed)  # negative floats: all bits flipped; others: sign set
+    scratch = np.empty(x.shape, dtype=bool) if scratch is None else scratch
+    np.equal(out, np.iinfo(uint).max >> 1, out=scratch)  # -0.0 became 0x7f..f; make it +0.0
+    out += scratch
+    return out
 
 
-def _hot_order(cls, key, row, n_rows, n_cls, later_first):
-    """Order of the selected samples: by class, score descending, then the tie rule."""
-    tie = (n_rows - 1 - row) if later_first else row
-    if key.dtype == np.int32:
-        desc = (np.int64(np.iinfo(np.int32).max) - key).astype(np.uint64)
+def _sort_hot(cls, rows, key, n_rows, n_cls, later_first):
+    """Rank order of the samples in hot buckets: by class, score descending, then ties.
+
+    Returns their classes and rows in that order, and ``same``: whether each one has the
+    class and score of the one before it.
+    """
+    tie = (n_rows - 1 - rows) if later_first else rows
+    if key.dtype == np.uint32:
+        desc = (np.uint32(0xFFFFFFFF) - key).astype(np.uint64)
         kbits = 32
     else:  # 64-bit keys: only their order matters, so replace them by their dense rank
         uniq, rank = np.unique(key, return_inverse=True)
         desc = (len(uniq) - 1 - rank).astype(np.uint64)
         kbits = max(1, (len(uniq) - 1).bit_length())
     rbits = max(1, (n_rows - 1).bit_length())
-    cbits = max(1, (n_cls - 1).bit_length())
-    if rbits + kbits + cbits <= 64:  # one packed key: far faster than a lexsort
-        packed = cls.astype(np.uint64) << np.uint64(kbits + rbits)
-        packed |= desc << np.uint64(rbits)
-        packed |= tie.astype(np.uint64)
-        return np.argsort(packed)
-    return np.lexsort((tie, desc, cls))
+    if rbits + kbits + max(1, (n_cls - 1).bit_length()) > 64:  # too wide to pack: lexsort
+        order = np.lexsort((tie, desc, cls))
+        cls, rows, desc = cls[order], rows[order], desc[order]
+        return cls, rows, (cls[1:] == cls[:-1]) & (desc[1:] == desc[:-1])
+    # one packed key, sorted by value: several times faster than an argsort or a lexsort
+    packed = cls.astype(np.uint64) << np.uint64(kbits + rbits)
+    packed |= desc << np.uint64(rbits)
+    packed |= tie.astype(np.uint64)
+    packed.sort()
+    tie = (packed & np.uint64((1 << rbits) - 1)).astype(np.intp)
+    head = packed >> np.uint64(rbits)
+    cls = (head >> np.uint64(kbits)).astype(np.intp)
+    return cls, (n_rows - 1 - tie) if later_first else tie, head[1:] == head[:-1]
 
 
-def _positive_precisions(order, cls, pos, bucket, above):
-    """Precision at every positive, from the exact order of the samples in hot buckets.
+def _positive_precisions(cls, rows, n, pos, bucket, cum, class_last, npos):
+    """Precision at every positive, from the rank order of the samples in hot buckets.
 
-    ``above`` holds, per sample, the known samples of its class in higher buckets.
-    Returns the positives' classes and precisions, in ``order``.
+    ``cls``, ``rows``: those samples in rank order; ``pos``, ``bucket``: the block's flat
+    positive mask and buckets; ``cum``: cumulative known counts per bucket; ``class_last``:
+    each class's last bucket; ``npos``: positives per class. Returns the positives' classes
+    and precisions, in rank order.
     """
-    cls, pos, bucket, above = cls[order], pos[order], bucket[order], above[order]
-    idx = np.arange(len(order))
-    start = np.ones(len(order), dtype=bool)
-    start[1:] = bucket[1:] != bucket[:-1]  # a bucket's samples are adjacent in ``order``
-    first_in_bucket = np.maximum.accumulate(np.where(start, idx, 0))
-    known_before = above + (idx - first_in_bucket)
-    pos_before = np.cumsum(pos) - pos
-    start[1:] = cls[1:] != cls[:-1]
-    pos_before -= np.maximum.accumulate(np.where(start, pos_before, 0))
-    return cls[pos], (pos_before[pos] + 1) / (known_before[pos] + 1)
+    flat = cls * n + rows
+    bucket = bucket[flat]
+    at = np.flatnonzero(pos[flat])  # where the positives are in rank order
+    idx = np.arange(len(flat))
+    start = np.ones(len(flat), dtype=bool)
+    start[1:] = bucket[1:] != bucket[:-1]  # a bucket's samples are adjacent in rank order
+    first_in_bucket = np.maximum.accumulate(np.where(start, idx, 0))[at]
+    cls, bucket = cls[at], bucket[at]
+    # known samples ranked above: in higher buckets of the class, then earlier in this one
+    known_before = cum[class_last[cls]] - cum[bucket] + (at - first_in_bucket)
+    # positives ranked above: the positives come class after class, npos[k] of class k
+    pos_before = np.arange(len(at)) - np.repeat(np.cumsum(npos) - npos, npos)
+    return cls, (pos_before + 1) / (known_before + 1)
 
 
-def _buckets(diff: np.ndarray, span: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _buckets(x: np.ndarray, xmin: np.ndarray, xmax: np.ndarray, buffers: _Buffers):
     """Bucket of every score: monotone in the score within a class, about two per bucket.
 
-    ``diff`` (N, c) uint64 is each score's key minus its class's smallest key, ``span`` the
-    largest ``diff`` per class. The top ``_COARSE_BITS`` bits of ``diff`` give a coarse bin; a
-    sample of rows tells how full each bin is, and each bin gets a power of two of fine
-    buckets (the next bits of ``diff``) to match, so crowded ranges of the score (uniform
-    probabilities, logits far from zero, ...) are cut finer than empty ones.
-    Returns the bucket numbers (N, c) int64, one range per class, and the ranges' starts (c+1,).
+    ``x`` (c, N) holds unsigned integers in the order of the scores: their 32-bit keys, or
+    their 64-bit keys minus the class's smallest (so that ``x`` shifted by a fine shift fits
+    in 50 bits); ``xmin`` and ``xmax`` are its extremes per class. The high bits of ``x``
+    give 1025 coarse bins per class, aligned to a power of two; a sample of the scores tells
+    how full each bin is, and each bin gets a power of two of fine buckets (the next bits of
+    ``x``) to match, so crowded ranges of the score (uniform probabilities, logits far from
+    zero, ...) are cut finer.
+    Returns the bucket numbers (c, N) int64, one range per class, and the ranges' starts.
     """
-    n, c = diff.shape
-    ncb = 1 << _COARSE_BITS
-    cshift = np.array([max(0, int(s).bit_length() - _COARSE_BITS) for s in span], dtype=np.uint64)
-    coarse_offset = np.arange(0, c * ncb, ncb, dtype=np.int64)
+    c, n = x.shape
+    ncb = (1 << _COARSE_BITS) + 1
+    lo, hi = xmin.tolist(), xmax.tolist()
+    shift = [max(0, (h - l).bit_length() - _COARSE_BITS) for l, h in zip(lo, hi)]
+    first = np.array([l >> s for l, s in zip(lo, shift)], dtype=np.int64)[:, None]
+    shift = np.array(shift, dtype=np.int64)[:, None]
+    offset = np.arange(0, c * ncb, ncb, dtype=np.int64)[:, None] - first  # bin -> row of tables
     stride = max(1, n // _SAMPLE_ROWS)
-    sample = (diff[::stride] >> cshift).view(np.int64) + coarse_offset
+    sample = (x[:, ::stride] >> shift.astype(x.dtype)).astype(np.int64) + offset
     seen = np.bincount(sample.ravel(), minlength=c * ncb).reshape(c, ncb) * stride
-    log_fine = np.ceil(np.log2(np.maximum(seen / _PER_BUCKET, 1.0)))
-    log_fine = np.minimum(log_fine, cshift[:, None].astype(np.float64)).astype(np.uint64)
-    fine_shift = (cshift[:, None] - log_fine).ravel()
+    log_fine = np.ceil(np.log2(np.maximum(seen / _PER_BUCKET, 1.0))).astype(np.int64)
+    log_fine = np.minimum(log_fine, shift)
     base = np.zeros(c * ncb + 1, dtype=np.int64)
-    np.cumsum(np.left_shift(1, log_fine.ravel().astype(np.int64)), out=base[1:])
+    np.cumsum(np.left_shift(1, log_fine.ravel()), out=base[1:])
+    # bucket = base[bin] + (x - bin start) >> fine shift = x >> fine shift + adjust[bin]:
+    # one gather per score, of adjust * 64 + fine shift (fine shift < 64)
+    adjust = base[:-1] - ((first + np.arange(ncb)) << log_fine).ravel()
+    table = adjust * 64 + (shift - log_fine).ravel()
 
-    coarse = (diff >> cshift).view(np.int64)
-    coarse += coarse_offset
-    bucket = diff & (np.left_shift(np.uint64(1), cshift) - np.uint64(1))  # offset in the bin
-    bucket >>= fine_shift[coarse]
-    bucket = bucket.view(np.int64)
-    bucket += base[coarse]
+    xu = x.dtype.type
+    coarse, bucket = buffers.get("coarse", c, n), buffers.get("bucket", c, n)
+    np.right_shift(x, shift.astype(xu), out=coarse.view(xu) if xu is np.uint64 else coarse)
+    coarse += offset
+    np.take(table, coarse, out=bucket, mode="clip")
+    np.bitwise_and(bucket, 63, out=coarse)
+    if xu is np.uint64:
+        np.right_shift(x, coarse.view(np.uint64), out=coarse.view(np.uint64))
+    else:
+        np.right_shift(x, coarse, out=coarse)
+    bucket >>= 6
+    bucket += coarse
     return bucket, base[::ncb]
 
 
-def _block_ap_sums(scores, known, pos, lo, hi, want_asl=True, want_voc=True):
-    """Per-class sums of the two AP definitions' terms for one block of classes.
+def _block_ap_sums(scores, known, pos, lo, hi, buffers, want_asl=True, want_voc=True):
+    """Per-class sums of the two AP definitions' terms, for one class-major block.
 
-    ``known`` is None when every entry is known; ``lo``, ``hi`` are the per-class extremes.
-
-    A plain sort of every column costs about as much as the official per-class loop, so we
+    A plain sort of every class costs about as much as the official per-class loop, so we
     count instead: every score goes into a bucket (:func:`_buckets`); a histogram gives how
-    many known samples of the class score in higher buckets, and only the buckets holding a
-    positive are sorted exactly. Exact whatever the data; the sorted part grows with the
+    many known samples of the class score in higher buckets, and only the buckets holding
+    a positive are sorted exactly. Exact whatever the data; the sorted part grows with the
     number of positives.
     """
-    n, c = scores.shape
-    pos_flat = np.flatnonzero(pos)
-    npos = np.bincount(pos_flat % c, minlength=c)
+    c, n = scores.shape
+    pos_at = np.flatnonzero(pos)
+    npos = np.bincount(pos_at // n, minlength=c)
     asl = np.zeros(c)
     voc = np.zeros(c)
-    if not len(pos_flat):
+    if not len(pos_at):
         return npos, asl, voc
+    mask = buffers.get("mask", c, n)
     nonneg = bool((lo >= 0).all())
-    key = _ordered_key(scores, nonneg)
-    kmin = _ordered_key(lo, nonneg).astype(np.int64).view(np.uint64)
-    span = _ordered_key(hi, nonneg).astype(np.int64).view(np.uint64) - kmin
-    # key - kmin, computed modulo 2**64, is exact: 0 <= it < 2**64
-    if key.dtype == np.int32:
-        diff = (key.view(np.uint32) - kmin.astype(np.uint32)).astype(np.uint64)
-    else:
-        diff = key.view(np.uint64) - kmin
-    bucket, class_start = _buckets(diff, span)
-    del diff
+    key = _ordered_key(scores, nonneg, out=buffers.get("key", c, n), scratch=mask)
+    klo, khi = _ordered_key(lo, nonneg), _ordered_key(hi, nonneg)
+    if key.dtype == np.uint32:
+        bucket, class_start = _buckets(key, klo, khi, buffers)
+    else:  # 64-bit keys: bucket their distance to the class's smallest instead
+        diff = np.subtract(key, klo[:, None], out=buffers.get("diff", c, n))
+        bucket, class_start = _buckets(diff, np.zeros_like(klo), khi - klo, buffers)
     unknown_bin = class_start[-1]
     if known is not None:
-        np.putmask(bucket, ~known, unknown_bin)
-    cum = np.cumsum(np.bincount(bucket.ravel(), minlength=unknown_bin + 1)[:unknown_bin])
+        np.putmask(bucket, np.logical_not(known, out=mask), unknown_bin)
+    bucket = bucket.ravel()
+    cum = np.cumsum(np.bincount(bucket, minlength=unknown_bin + 1)[:unknown_bin])
     hot = np.zeros(unknown_bin + 1, dtype=bool)
-    hot[bucket.ravel()[pos_flat]] = True
-    rows, cls = np.divmod(np.flatnonzero(hot[bucket]), c)
-    hkey, hpos, hbucket = key[rows, cls], pos[rows, cls], bucket[rows, cls]
-    above = cum[class_start[1:] - 1][cls] - cum[hbucket]  # known samples in higher buckets
-
-    order = _hot_order(cls, hkey, rows, n, c, later_first=False)  # Query2Label's tie order
-    ties = np.any((hkey[order][1:] == hkey[order][:-1]) & (cls[order][1:] == cls[order][:-1]))
+    hot[bucket[pos_at]] = True
+    idx = np.flatnonzero(np.take(hot, bucket, out=mask.ravel(), mode="clip"))  # samples in hot buckets
+    cls, rows = np.divmod(idx, n)
+    hkey = key.ravel()[idx]
+    class_last = class_start[1:] - 1
+    cls_s, rows_s, same = _sort_hot(cls, rows, hkey, n, c, later_first=False)  # Query2Label's ties
     if want_voc:
-        pcls, prec = _positive_precisions(order, cls, hpos, hbucket, above)
+        pcls, prec = _positive_precisions(cls_s, rows_s, n, pos.ravel(), bucket, cum, class_last, npos)
         # precision envelope: running max from the last positive of each class backwards;
         # the class offset stops it from leaking across classes (precisions lie in (0, 1])
         offset = 2.0 * pcls
         env = np.maximum.accumulate((prec - offset)[::-1])[::-1] + offset
         voc = np.bincount(pcls, weights=env, minlength=c)
     if want_asl:
-        if ties:  # ASL's tie order differs: later samples first
-            order = _hot_order(cls, hkey, rows, n, c, later_first=True)
-        pcls, prec = _positive_precisions(order, cls, hpos, hbucket, above)
+        if same.any():  # ASL's tie order differs: later samples first
+            cls_s, rows_s, _ = _sort_hot(cls, rows, hkey, n, c, later_first=True)
+        pcls, prec = _positive_precisions(cls_s, rows_s, n, pos.ravel(), bucket, cum, class_last, npos)
         asl = np.bincount(pcls, weights=prec, minlength=c)
     return npos, asl, voc
 
 
-def _ap_per_class(scores, targets, want_asl=True, want_voc=True):
-    n, c = scores.shape
-    npos = np.zeros(c, dtype=np.int64)
-    asl = np.zeros(c)
-    voc = np.zeros(c)
-    for cols in _column_blocks(n, c):
-        s, known, pos, lo, hi = _block_inputs(scores, targets, slice(0, n), cols)
-        npos[cols], asl[cols], voc[cols] = _block_ap_sums(s, known, pos, lo, hi, want_asl, want_voc)
+def _finish_ap(npos, asl, voc):
     with np.errstate(invalid="ignore", divide="ignore"):
         asl = np.where(npos > 0, 100.0 * asl / (npos + ASL_EPS), np.nan)
         voc = np.where(npos > 0, 100.0 * voc / npos, np.nan)
-    return npos, asl, voc
+    return asl, voc
 
 
 def average_precision(scores: Any, targets: Any, definition: str = "asl") -> np.ndarray:
@@ -307,7 +364,13 @@ def average_precision(scores: Any, targets: Any, definition: str = "asl") -> np.
     if definition not in ("asl", "voc"):
         raise ValueError(f"`definition` must be 'asl' or 'voc', got {definition!r}")
     scores, targets = _check_inputs(scores, targets)
-    _, asl, voc = _ap_per_class(scores, targets, definition == "asl", definition == "voc")
+    c = scores.shape[1]
+    npos, asl, voc = np.zeros(c, dtype=np.int64), np.zeros(c), np.zeros(c)
+    for cols, s, known, pos, lo, hi, buffers in _class_blocks(scores, targets):
+        npos[cols], asl[cols], voc[cols] = _block_ap_sums(
+            s, known, pos, lo, hi, buffers, want_asl=definition == "asl", want_voc=definition == "voc"
+        )
+    asl, voc = _finish_ap(npos, asl, voc)
     return asl if definition == "asl" else voc
 
 
@@ -371,21 +434,25 @@ def compute(scores: Any, targets: Any, threshold: float = 0.5, top_k: int = 3) -
         raise ValueError(f"`top_k` must be >= 1, got {top_k}")
     scores, targets = _check_inputs(scores, targets)
     n, c = scores.shape
-    npos, ap, ap_voc = _ap_per_class(scores, targets)
+    npos, ap, ap_voc = np.zeros(c, dtype=np.int64), np.zeros(c), np.zeros(c)
+    tp, npred = np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.int64)
+    for cols, s, known, pos, lo, hi, buffers in _class_blocks(scores, targets):  # also validates
+        npos[cols], ap[cols], ap_voc[cols] = _block_ap_sums(s, known, pos, lo, hi, buffers)
+        pred = np.greater_equal(s, threshold, out=buffers.get("mask", *s.shape))
+        if known is not None:
+            pred &= known
+        npred[cols] = np.count_nonzero(pred, axis=1)
+        tp[cols] = np.count_nonzero(np.logical_and(pred, pos, out=pred), axis=1)
+    ap, ap_voc = _finish_ap(npos, ap, ap_voc)
     evaluated = npos > 0
 
-    tp, npred = np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.int64)
     tp_k, npred_k = np.zeros(c, dtype=np.int64), np.zeros(c, dtype=np.int64)
-    for rows in _row_blocks(n, c):
-        s, known, pos, _, _ = _block_inputs(scores, targets, rows, slice(0, c))
-        if known is None:
-            known = np.ones_like(pos)
-        pred = s >= threshold
-        tp += np.count_nonzero(pred & pos, axis=0)
-        npred += np.count_nonzero(pred & known, axis=0)
-        pred &= _topk_mask(s, top_k)
-        tp_k += np.count_nonzero(pred & pos, axis=0)
-        npred_k += np.count_nonzero(pred & known, axis=0)
+    height = max(1, _BLOCK_ELEMENTS // c)
+    for start in range(0, n, height):
+        s, t = scores[start : start + height], targets[start : start + height]
+        pred = (s >= threshold) & _topk_mask(s, top_k)
+        tp_k += np.bincount(np.flatnonzero(pred & (t == 1)) % c, minlength=c)
+        npred_k += np.bincount(np.flatnonzero(pred & (t >= 0)) % c, minlength=c)
 
     result: dict[str, Any] = {
         "mAP": float(ap[evaluated].mean()) if evaluated.any() else float("nan"),
