@@ -300,6 +300,13 @@ def test_bad_inputs_name_the_problem(saved, tmp_path):
     (pickled / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(UserError, match="no safetensors weights"):
         prepare_upload_folder(pickled, tmp_path / "out")
+    with pytest.raises(UserError, match="config.json describes model_type 'vit'"):
+        other = tmp_path / "vit"
+        other.mkdir()
+        (other / "config.json").write_text(json.dumps({"model_type": "vit"}))
+        (other / "model.safetensors").write_bytes(b"")
+        prepare_upload_folder(other, tmp_path / "vit-out")
+    assert not (tmp_path / "vit-out").exists()  # no half-written folder
     with pytest.raises(UserError, match="owner/name"):
         push_to_hub(saved["q2l"], "not a repo", dry_run=tmp_path / "out2")
 

@@ -407,14 +407,9 @@ def prepare_upload_folder(
     left out (optimizer states, pickles, checkpoints).
     """
     out_dir = Path(out_dir)
-    skipped: list[str] = []
-    if hasattr(source, "save_pretrained") and hasattr(source, "config"):
-        _check_out_dir(out_dir, None)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        source.save_pretrained(out_dir)
-        src = None
-    else:
-        src = Path(source)
+    is_model = hasattr(source, "save_pretrained") and hasattr(source, "config")
+    src = None if is_model else Path(source)
+    if src is not None:
         if not src.is_dir():
             raise UserError(f"model folder {src.name or source} does not exist or is not a folder")
         if not (src / "config.json").is_file():
@@ -422,17 +417,51 @@ def prepare_upload_folder(
         if not list(src.glob("*.safetensors")):
             hint = " (it has pickle weights: load and save_pretrained it again)" if list(src.glob("*.bin")) else ""
             raise UserError(f"model folder {src.name} has no safetensors weights{hint}")
-        _check_out_dir(out_dir, src)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        evaluated = src / "eval" / "metrics.json"  # where examples/evaluate.py writes by default
-        use_eval_dir = eval_json is None and evaluated.is_file()
-        if use_eval_dir:
-            eval_json = evaluated
-            if eval_artifacts is None:
-                eval_artifacts = sorted(
-                    p for p in evaluated.parent.iterdir()
-                    if p.is_file() and p.suffix.lower() in EVAL_ARTIFACT_SUFFIXES and p.name != "metrics.json"
-                )
+    _check_out_dir(out_dir, src)
+
+    # Everything that can be refused is checked before anything is written.
+    use_eval_dir = False
+    if src is not None and eval_json is None and (src / "eval" / "metrics.json").is_file():
+        use_eval_dir = True  # where examples/evaluate.py writes by default
+        eval_json = src / "eval" / "metrics.json"
+        if eval_artifacts is None:
+            eval_artifacts = sorted(
+                p for p in eval_json.parent.iterdir()
+                if p.is_file() and p.suffix.lower() in EVAL_ARTIFACT_SUFFIXES and p.name != "metrics.json"
+            )
+    eval_results = None
+    if eval_json is not None:
+        eval_results = (
+            check_eval_results(dict(eval_json)) if isinstance(eval_json, dict) else load_eval_results(eval_json)
+        )
+    artifacts = [Path(a) for a in eval_artifacts or []]
+    for artifact in artifacts:
+        if not artifact.is_file():
+            raise UserError(f"evaluation artefact {artifact.name} does not exist")
+
+    existed = out_dir.exists()
+    try:
+        return _write_upload_folder(
+            source, src, out_dir, eval_results, artifacts, use_eval_dir,
+            repo_id=repo_id, license=license, datasets=datasets, base_model=base_model, tags=tags,
+            provenance=provenance,
+        )
+    except BaseException:
+        # Leave no half-written folder behind (it was new or empty before).
+        if existed:
+            for child in out_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_upload_folder(source, src, out_dir, eval_results, artifacts, use_eval_dir, *, provenance, **card_kwargs):
+    skipped: list[str] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if src is None:
+        source.save_pretrained(out_dir)
+    else:
         for path in sorted(src.iterdir()):
             if path.is_file() and _matches_upload(path.name):
                 shutil.copyfile(path, out_dir / path.name)
@@ -459,34 +488,17 @@ def prepare_upload_folder(
         # build_image_processor reads only `.config`: no need to build the whole model.
         _model_class(family).build_image_processor(SimpleNamespace(config=config)).save_pretrained(out_dir)
 
-    eval_results = None
-    if eval_json is not None:
-        eval_results = (
-            check_eval_results(dict(eval_json)) if isinstance(eval_json, dict) else load_eval_results(eval_json)
-        )
+    if eval_results is not None:
         (out_dir / "eval_results.json").write_text(json.dumps(eval_results, indent=2) + "\n", encoding="utf-8")
     artifact_paths = []
-    for artifact in eval_artifacts or []:
-        artifact = Path(artifact)
-        if not artifact.is_file():
-            raise UserError(f"evaluation artefact {artifact.name} does not exist")
+    for artifact in artifacts:
         (out_dir / "eval").mkdir(exist_ok=True)
         shutil.copyfile(artifact, out_dir / "eval" / artifact.name)
         artifact_paths.append(f"eval/{artifact.name}")
 
     if provenance is None and src is not None:
         provenance = _trainer_provenance(src)
-    card = render_model_card(
-        config,
-        eval_results,
-        repo_id=repo_id,
-        license=license,
-        datasets=datasets,
-        base_model=base_model,
-        tags=tags,
-        provenance=provenance,
-        eval_artifacts=artifact_paths,
-    )
+    card = render_model_card(config, eval_results, provenance=provenance, eval_artifacts=artifact_paths, **card_kwargs)
     card.save(out_dir / "README.md")
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     return {"folder": out_dir, "files": files, "skipped": skipped}
