@@ -587,6 +587,7 @@ def zero_shot(file, labels_text, model_name, threshold):
             old_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
             try:
                 model.set_label_names(names)
+                names = [model.config.id2label[i] for i in range(model.config.num_labels)]  # the model's order
                 with torch.inference_mode():
                     inputs = loaded.processor(images=[image], return_tensors="pt")
                     out = model(pixel_values=inputs["pixel_values"], output_attentions=True)
