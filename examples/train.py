@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_set = apply_transforms(train_set, train_tf)
     eval_set = apply_transforms(eval_set, eval_transform=transforms_from_image_processor(processor, train=False))
 
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False  # one commit at the end, with our card (hf_mlcls.hub), not one per checkpoint
     training_args.remove_unused_columns = False  # rows are built lazily by with_transform
     training_args.label_names = ["labels"]
     callbacks = []
@@ -156,9 +158,32 @@ def main(argv: list[str] | None = None) -> dict:
         result = metrics
         if trainer.is_world_process_zero():
             print(f"held-out mAP of the saved model ({len(eval_set)} images): {metrics['eval_mAP']:.2f}", flush=True)
-    if training_args.push_to_hub and trainer.is_world_process_zero():
-        trainer.push_to_hub(dataset_name=data_args.dataset)
+            write_eval_json(training_args.output_dir, model_args.model, data_args, len(eval_set), metrics)
+    if push and trainer.is_world_process_zero():
+        from hf_mlcls.hub import push_to_hub
+
+        repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        push_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token, private=bool(training_args.hub_private_repo))
     return result
+
+
+def write_eval_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:
+    """The evaluation JSON the model card renders from (see docs/hub.md); per-class AP comes from evaluate.py."""
+    prefix = "eval_"
+    scalars = {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.startswith("eval_ema_")}
+    report = {
+        "model": model,
+        "dataset": data_args.dataset,
+        "split": data_args.eval_split,
+        "num_samples": num_samples,
+        "metrics": {k: v for k, v in scalars.items() if k not in ("loss", "runtime", "samples_per_second", "steps_per_second")},
+        "per_class_AP": {},
+    }
+    folder = os.path.join(output_dir, "eval")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "metrics.json.tmp"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    os.replace(os.path.join(folder, "metrics.json.tmp"), os.path.join(folder, "metrics.json"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ CVT_W24 = {
     "stride_kv": [2, 2, 2],
     "padding_q": [1, 1, 1],
     "stride_q": [1, 1, 1],
+    # the original CvT's activation and final norm (transformers' port has neither)
+    "quick_gelu": True,
+    "final_layer_norm": True,
 }
 
 _Q2L = dict(num_encoder_layers=1, num_decoder_layers=2, num_heads=4, dim_feedforward=8192, dropout=0.1)
@@ -98,12 +101,14 @@ PRESETS: dict[str, tuple[type, dict[str, Any], str]] = {
     ),
     "mldecoder-tresnetl-448": (
         MLDecoderConfig,
-        dict(backbone="tresnet_l", image_size=448, **_NO_NORM),
+        # ML-Decoder's TResNet-L is the Bottleneck-first ("v2") TResNet-L
+        dict(backbone="tresnet_v2_l", image_size=448, **_NO_NORM),
         "ML-Decoder, TResNet-L, 448 px: 90.1 mAP on MS-COCO",
     ),
     "mldecoder-tresnetxl-640": (
         MLDecoderConfig,
-        dict(backbone="tresnet_xl", image_size=640, **_NO_NORM),
+        # ML-Decoder's TResNet-XL: the Bottleneck-first TResNet with layers [3, 8, 34, 5]
+        dict(backbone="tresnet_v2_l", backbone_kwargs={"layers": [3, 8, 34, 5]}, image_size=640, **_NO_NORM),
         "ML-Decoder, TResNet-XL, 640 px: 91.4 mAP on MS-COCO",
     ),
     "mldecoder-tresnetm-zsl-224": (

@@ -103,6 +103,7 @@ def _transformers_backbone(config) -> tuple[nn.Module, int, str, int]:
             else CvtModel(hf_config, add_pooling_layer=False)
         )
         channels = hf_config.embed_dim[-1]
+        model = OfficialCvt(model, channels, getattr(hf_config, "quick_gelu", False), getattr(hf_config, "final_layer_norm", False))
     else:
         if not getattr(hf_config, "stage_names", None):
             raise ValueError(
@@ -120,6 +121,33 @@ def _transformers_backbone(config) -> tuple[nn.Module, int, str, int]:
     if config.backbone_weights_file and not _LOADING_CHECKPOINT.get():
         model.load_state_dict(_load_state_dict_file(config.backbone_weights_file), strict=False)
     return model, channels, "cvt" if model_type == "cvt" else "hf_backbone", 0
+
+
+class OfficialCvt(nn.Module):
+    """transformers' CvtModel, optionally made to compute what Microsoft's CvT (and Query2Label) computes.
+
+    The original CvT uses QuickGELU (x * sigmoid(1.702 x)) in its MLPs and ends with a
+    LayerNorm over channels; transformers' port uses exact GELU and has no final norm.
+    Both are switched on by `quick_gelu` / `final_layer_norm` in the backbone config
+    (the `q2l-cvt-w24-384` preset does), so official weights give official features.
+    """
+
+    def __init__(self, cvt: nn.Module, channels: int, quick_gelu: bool, final_layer_norm: bool) -> None:
+        super().__init__()
+        self.cvt = cvt
+        if quick_gelu:
+            from timm.layers import QuickGELU
+
+            for module in cvt.modules():
+                if type(module).__name__ == "CvtIntermediate":
+                    module.activation = QuickGELU()
+        self.norm = nn.LayerNorm(channels, eps=1e-5) if final_layer_norm else None
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        features = self.cvt(pixel_values).last_hidden_state
+        if self.norm is not None:
+            features = self.norm(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return features
 
 
 class FeatureBackbone(nn.Module):
@@ -166,7 +194,7 @@ class FeatureBackbone(nn.Module):
         if self._kind == "hf_backbone":
             return self.model(pixel_values).feature_maps[-1]
         if self._kind == "cvt":
-            return self.model(pixel_values).last_hidden_state
+            return self.model(pixel_values)
         features = self.model.forward_features(pixel_values)
         if self._kind == "nhwc" and features.ndim == 4:
             features = features.permute(0, 3, 1, 2)
