@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import operator
 import os
+import re
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import datasets
@@ -15,6 +17,8 @@ from .core import (
     SplitRows,
     build_dataset,
     merge_dict,
+    parse_json_bytes,
+    read_bytes,
     read_json_file,
     require_file,
     resolve_image_path,
@@ -28,6 +32,35 @@ LAYOUT = """  <data_dir>/
     annotations/instances_val{year}.json
     train{year}/<file_name of each image>
     val{year}/<file_name of each image>"""
+
+
+# A polygon segmentation: "segmentation": [[x, y, ...], ...] (numbers only). Crowd
+# annotations' RLE dicts do not match and are parsed as they are.
+_POLYGONS = re.compile(rb'"segmentation"\s*:\s*\[\s*\[[-0-9.,eE+\s\[\]]*\]')
+
+
+def read_instances(path: str) -> dict:
+    """Parse an ``instances_*.json`` without materialising the polygons.
+
+    Polygons are most of a COCO file (and most of the Python objects a plain parse
+    makes) but carry nothing an image-level label needs, so each polygon array is
+    replaced by ``0`` in the bytes before parsing: a regular-expression pass that only
+    touches ``"segmentation": [[numbers]]`` values, which nothing here reads. On a
+    syntax error the original bytes are parsed again so the line and column are those
+    of the file on disk (a syntax error inside a polygon goes unnoticed: polygons are
+    not read).
+    """
+    raw = read_bytes(path, "COCO annotations")
+    stripped = _POLYGONS.sub(b'"segmentation":0', raw)
+    if len(stripped) == len(raw):
+        del stripped
+        return parse_json_bytes(raw, path, "COCO annotations")
+    del raw
+    try:
+        return parse_json_bytes(stripped, path, "COCO annotations")
+    except DatasetLayoutError:
+        del stripped
+        return read_json_file(path, "COCO annotations")
 
 
 def _categories(data: dict, path: str) -> tuple[list[int], list[str]]:
@@ -56,7 +89,7 @@ def _categories(data: dict, path: str) -> tuple[list[int], list[str]]:
 
 def _int_column(items: list, key: str, path: str, section: str) -> np.ndarray:
     try:
-        return np.fromiter((item[key] for item in items), dtype=np.int64, count=len(items))
+        return np.fromiter(map(operator.itemgetter(key), items), dtype=np.int64, count=len(items))
     except (KeyError, TypeError, ValueError, OverflowError):
         for i, item in enumerate(items):
             value = item.get(key) if isinstance(item, dict) else None
@@ -77,7 +110,7 @@ def parse_coco_instances(
     include_crowd: bool = True,
 ) -> tuple[SplitRows, list[int], list[str]]:
     """Read one ``instances_*.json``; return the rows, category ids and names (id order)."""
-    data = read_json_file(path, "COCO annotations")
+    data = read_instances(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetLayoutError(f"{path}: no 'images' list; not a COCO instances file")
     if not isinstance(data.get("annotations"), list):
@@ -123,7 +156,8 @@ def parse_coco_instances(
 
     # unique (row, class) pairs -> CSR lists, with no Python loop over annotations
     num_classes = len(cat_ids)
-    keys = np.unique(rows.astype(np.int64) * num_classes + cpos)
+    keys = np.sort(rows.astype(np.int64) * num_classes + cpos)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys
     pair_rows, pair_cls = keys // num_classes, keys % num_classes
     counts = np.bincount(pair_rows, minlength=len(images))
     keep = np.arange(len(images)) if keep_empty else np.flatnonzero(counts > 0)
