@@ -174,8 +174,6 @@ VOC_SPLITS = {
 
 
 def make_voc(root: str, year: int = 2007, with_test: bool = True, nested: bool = True) -> str:
-    from hf_mlcls.data import VOC_CLASSES
-
     voc = os.path.join(root, "VOCdevkit", f"VOC{year}") if nested else root
     for d in ("Annotations", os.path.join("ImageSets", "Main"), "JPEGImages"):
         os.makedirs(os.path.join(voc, d), exist_ok=True)

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from data_fixtures import make_coco, multi_hot, write_image
+from data_fixtures import make_coco, multi_hot
 
 import datasets
 from hf_mlcls.data import (

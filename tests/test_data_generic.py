@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from data_fixtures import GENERIC_CLASSES, GENERIC_ROWS, generic_expected, make_csv, make_jsonl, multi_hot, write_image
+from data_fixtures import GENERIC_CLASSES, generic_expected, make_csv, make_jsonl, multi_hot, write_image
 
 import datasets
 from hf_mlcls.data import (
@@ -70,6 +70,9 @@ def test_csv_errors(tmp_path):
     assert ds["train"].num_rows == 1
     (tmp_path / "train.csv").write_text("image,labels\n../outside.jpg,cat\n")
     with pytest.raises(DatasetLayoutError, match=r"train\.csv:2: image path '../outside.jpg' escapes"):
+        load_multilabel_dataset("csv", str(tmp_path))
+    (tmp_path / "train.csv").write_text("image,labels\nimg/a.jpg,cat\nimg/b.png,dog\n./img/a.jpg,dog\n")
+    with pytest.raises(DatasetLayoutError, match=r"train\.csv:4: image .*img/a\.jpg is listed again \(first at train\.csv:2\)"):
         load_multilabel_dataset("csv", str(tmp_path))
     (tmp_path / "train.csv").write_text("image,labels\n")
     with pytest.raises(DatasetLayoutError, match=r"split 'train' is empty"):

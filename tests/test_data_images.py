@@ -1,6 +1,3 @@
-import io
-import os
-
 import numpy as np
 import PIL.Image
 import pytest

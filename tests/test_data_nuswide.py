@@ -36,6 +36,10 @@ def test_official_layout_errors(tmp_path):
         fh.write("0\n0\n2\n0\n")
     with pytest.raises(DatasetLayoutError, match=r"Labels_beach_Train\.txt:3: expected 0 or 1, got '2'"):
         load_multilabel_dataset("nus-wide", root)
+    with open(os.path.join(root, "ImageList", "TestImagelist.txt"), "a") as fh:
+        fh.write("sky\\0005_5.jpg\n")
+    with pytest.raises(DatasetLayoutError, match=r"TestImagelist\.txt:3: image 'sky/0005_5.jpg' is listed again \(first on line 1\)"):
+        load_multilabel_dataset("nus-wide", root, splits=["validation"])
     with open(bad, "w") as fh:
         fh.write("0\n0\n1\n")
     with pytest.raises(DatasetLayoutError, match=r"Labels_beach_Train\.txt: 3 labels for the 4 images"):

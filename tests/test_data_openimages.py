@@ -1,7 +1,6 @@
 import os
 
 import pytest
-import torch
 from data_fixtures import make_openimages
 
 from hf_mlcls.data import (

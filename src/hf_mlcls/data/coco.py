@@ -6,7 +6,7 @@ from __future__ import annotations
 import operator
 import os
 import re
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import datasets
 import numpy as np

@@ -182,6 +182,16 @@ class _LabelResolver:
         return out
 
 
+def _check_duplicate_paths(raw: _RawSplit) -> None:
+    seen: dict[str, int] = {}
+    for i, p in enumerate(raw.paths):
+        j = seen.setdefault(p, i)
+        if j != i:
+            raise DatasetLayoutError(
+                f"{raw.refs[i]}: image {p} is listed again (first at {raw.refs[j]}); give each image one row"
+            )
+
+
 def _build_splits(
     raws: Mapping[str, _RawSplit],
     resolver: _LabelResolver,
@@ -197,6 +207,7 @@ def _build_splits(
     has_unknown = any(r.unknown_tokens is not None for r in raws.values())
     out = {}
     for split, raw in raws.items():
+        _check_duplicate_paths(raw)
         resolver.dropped = {}
         labels = resolver.convert(raw, raw.tokens)
         unknown = None

@@ -94,11 +94,15 @@ def _load_official(root, *, splits, image_root, verify_images, strict, num_threa
         lp = list_path(nat)
         if not os.path.isfile(lp):
             raise MissingDatasetFileError(f"nus-wide split {split!r}: expected file {lp} does not exist.\nExpected layout:\n{OFFICIAL_LAYOUT}")
-        entries = []
+        entries, seen = [], {}
         with open(lp, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
-                    entries.append((_list_entry(line, f"{lp}:{lineno}"), lineno))
+                    entry = _list_entry(line, f"{lp}:{lineno}")
+                    if entry in seen:
+                        raise DatasetLayoutError(f"{lp}:{lineno}: image {entry!r} is listed again (first on line {seen[entry]})")
+                    seen[entry] = lineno
+                    entries.append((entry, lineno))
         matrix = np.zeros((len(entries), len(names)), dtype=bool)
         for j, concept in enumerate(names):
             fp = os.path.join(label_dir, f"Labels_{concept}_{nat}.txt")
