@@ -340,6 +340,8 @@ def test_compute_metrics_on_eval_prediction():
     for k, v in out.items():
         assert type(v) is float and v == pytest.approx(expected[k], abs=1e-9)
     assert compute_metrics(EvalPrediction(predictions=logits, label_ids=labels)) == out
+    with pytest.raises(ValueError, match="batch_eval_metrics"):
+        compute_metrics(EvalPrediction(predictions=logits, label_ids=labels), compute_result=True)
 
 
 def test_evaluate_module_offline(monkeypatch):

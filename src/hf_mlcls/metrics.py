@@ -47,6 +47,10 @@ Every value is in percent (0-100), the scale of the papers' tables. :func:`compu
 expects *probabilities* (sigmoid already applied): AP only needs a monotone score, but the
 threshold is a probability. :func:`compute_metrics` is the Trainer hook: it takes logits
 and applies the sigmoid itself.
+
+Everything is vectorised over blocks of classes, with no loop over samples, and memory
+beyond the inputs stays at a few tens of MB; ``bench/bench_metrics.py`` times it against
+per-class versions of both official definitions (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ ASL_EPS = 1e-8
 """The official ASL code divides by ``num_positives + ASL_EPS``; kept for identical numbers."""
 
 _BLOCK_ELEMENTS = 1 << 19  # scores per block of classes (or of samples, for top-k)
+_STAGE_ELEMENTS = 1 << 22  # scores copied out of the input at a time
+_HUGE_PAGES_FROM = 1 << 22  # bytes from which numpy asks Linux for huge pages
 _COARSE_BITS = 10  # coarse bins per class: 2**10 + 1
 _SAMPLE_ROWS = 2048  # samples per class looked at to size the coarse bins
 _PER_BUCKET = 2.0  # samples per fine bucket aimed at
@@ -108,25 +114,27 @@ class _Buffers:
     arithmetic done in it; one large allocation also gets huge pages.
     """
 
-    def __init__(self, size: int, score_dtype, target_dtype):
+    def __init__(self, size: int, n_buckets: int, score_dtype):
         key_dtype = np.uint32 if score_dtype == np.float32 else np.uint64
+        self.n_buckets = n_buckets
         layout = [
-            ("scores", score_dtype), ("targets", target_dtype), ("key", key_dtype),
-            ("diff", np.uint64), ("coarse", np.int64), ("bucket", np.int64),
+            ("cum", np.int64, n_buckets), ("hot", np.bool_, n_buckets),
+            ("key", key_dtype), ("diff", np.uint64), ("coarse", np.int64), ("bucket", np.int64),
             ("pos", np.bool_), ("known", np.bool_), ("mask", np.bool_),
         ]  # fmt: skip
-        offsets, total = [], 0
-        for _, dtype in layout:
-            offsets.append(total)
-            total += -(-size * np.dtype(dtype).itemsize // 64) * 64
+        self._arrays, total = {}, 0
+        for name, dtype, *length in layout:
+            nbytes = (length[0] if length else size) * np.dtype(dtype).itemsize
+            self._arrays[name] = (total, nbytes, dtype)
+            total += -(-nbytes // 64) * 64
         buffer = np.empty(total, dtype=np.uint8)
-        self._arrays = {
-            name: buffer[off : off + size * np.dtype(dtype).itemsize].view(dtype)
-            for (name, dtype), off in zip(layout, offsets)
-        }
+        self._arrays = {k: buffer[o : o + nb].view(dt) for k, (o, nb, dt) in self._arrays.items()}
 
     def get(self, name: str, c: int, n: int) -> np.ndarray:
         return self._arrays[name][: c * n].reshape(c, n)
+
+    def flat(self, name: str, size: int) -> np.ndarray:
+        return self._arrays[name][:size]
 
 
 def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
@@ -138,38 +146,52 @@ def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     not 1, 0 or -1, naming the sample (row) and class.
     """
     n, c = scores.shape
-    width = max(1, _BLOCK_ELEMENTS // n)
-    buffers = _Buffers(min(c, width) * n, scores.dtype, targets.dtype)
-    for start in range(0, c, width):
-        cols = slice(start, min(c, start + width))
-        w = cols.stop - start
-        s, t = buffers.get("scores", w, n), buffers.get("targets", w, n)
-        pos, known, mask = buffers.get("pos", w, n), buffers.get("known", w, n), buffers.get("mask", w, n)
-        for r in range(0, n, 1024):  # some rows at a time: a transposing copy stays in cache
-            np.copyto(s[:, r : r + 1024], scores[r : r + 1024, cols].T)
-            np.copyto(t[:, r : r + 1024], targets[r : r + 1024, cols].T)
-        lo, hi = s.min(axis=1), s.max(axis=1)  # a NaN propagates into both
-        if np.isnan(lo).any():
-            k, r = np.argwhere(np.isnan(s))[0]
-            raise ValueError(f"`scores` is NaN at row {r}, class {k + start}")
-        if t.dtype == bool:
-            np.copyto(pos, t)
-            yield cols, s, None, pos, lo, hi, buffers
-            continue
-        np.equal(t, 1, out=pos)
-        tmin = t.min()
-        valid = tmin >= -1 and t.max() <= 1
-        if valid and t.dtype.kind == "f":  # also no 0.5, no NaN
-            valid = np.count_nonzero(np.equal(t, 0, out=mask)) + np.count_nonzero(pos) + np.count_nonzero(
-                np.equal(t, -1, out=mask)
-            ) == t.size
-        if not valid:
-            k, r = np.argwhere((t != 1) & (t != 0) & (t != -1))[0]
-            raise ValueError(
-                "`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
-                f"row {r}, class {k + start} holds {t[k, r].item()!r}"
-            )
-        yield cols, s, (np.greater_equal(t, 0, out=known) if tmin < 0 else None), pos, lo, hi, buffers
+    stage_width = max(1, min(c, _STAGE_ELEMENTS // n))
+    width = max(1, min(stage_width, _BLOCK_ELEMENTS // n))
+    # fine buckets per class: below 2 per sampled score, or 2 per coarse bin
+    n_buckets = width * (n + max(1, n // _SAMPLE_ROWS) + 2 * ((1 << _COARSE_BITS) + 1)) + 1
+    buffers = _Buffers(width * n, n_buckets, scores.dtype)
+    # columns are copied out of the (samples, classes) matrix many at a time, so that each
+    # row is read in one long stretch, and transposed 256 rows at a time, in cache
+    stage_s = np.empty((stage_width, n), dtype=scores.dtype)
+    stage_t = np.empty((stage_width, n), dtype=targets.dtype)
+    tile_s = np.empty((256, stage_width), dtype=scores.dtype)
+    tile_t = np.empty((256, stage_width), dtype=targets.dtype)
+    for stage_start in range(0, c, stage_width):
+        stage_cols = slice(stage_start, min(c, stage_start + stage_width))
+        w = stage_cols.stop - stage_start
+        for r in range(0, n, 256):
+            h = min(256, n - r)
+            np.copyto(tile_s[:h, :w], scores[r : r + h, stage_cols])
+            np.copyto(stage_s[:w, r : r + h], tile_s[:h, :w].T)
+            np.copyto(tile_t[:h, :w], targets[r : r + h, stage_cols])
+            np.copyto(stage_t[:w, r : r + h], tile_t[:h, :w].T)
+        for start in range(stage_start, stage_cols.stop, width):
+            cols = slice(start, min(stage_cols.stop, start + width))
+            s, t = stage_s[start - stage_start : cols.stop - stage_start], stage_t[start - stage_start : cols.stop - stage_start]
+            w = cols.stop - start
+            pos, known, mask = buffers.get("pos", w, n), buffers.get("known", w, n), buffers.get("mask", w, n)
+            lo, hi = s.min(axis=1), s.max(axis=1)  # a NaN propagates into both
+            if np.isnan(lo).any():
+                k, r = np.argwhere(np.isnan(s))[0]
+                raise ValueError(f"`scores` is NaN at row {r}, class {k + start}")
+            if t.dtype == bool:
+                np.copyto(pos, t)
+                yield cols, s, None, pos, lo, hi, buffers
+                continue
+            np.equal(t, 1, out=pos)
+            tmin = t.min()
+            valid = tmin >= -1 and t.max() <= 1
+            if valid and t.dtype.kind == "f":  # also no 0.5, no NaN
+                n_ok = np.count_nonzero(np.equal(t, 0, out=mask)) + np.count_nonzero(pos)
+                valid = n_ok + np.count_nonzero(np.equal(t, -1, out=mask)) == t.size
+            if not valid:
+                k, r = np.argwhere((t != 1) & (t != 0) & (t != -1))[0]
+                raise ValueError(
+                    "`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
+                    f"row {r}, class {k + start} holds {t[k, r].item()!r}"
+                )
+            yield cols, s, (np.greater_equal(t, 0, out=known) if tmin < 0 else None), pos, lo, hi, buffers
 
 
 # --------------------------------------------------------------------------- ranking
@@ -194,7 +216,8 @@ def _ordered_key(x: np.ndarray, nonnegative: bool, out=None, scratch=None) -> np
 
 
 def _sort_hot(cls, rows, key, n_rows, n_cls, later_first):
-    """Rank order of the samples in hot buckets: by class, score descending, then ties.
+    """Rank order of the samples in hot buckets: by class, score descending, then ties
+    (the later sample first if ``later_first``, else the earlier one).
 
     Returns their classes and rows in that order, and ``same``: whether each one has the
     class and score of the one before it.
@@ -221,6 +244,14 @@ def _sort_hot(cls, rows, key, n_rows, n_cls, later_first):
     head = packed >> np.uint64(rbits)
     cls = (head >> np.uint64(kbits)).astype(np.intp)
     return cls, (n_rows - 1 - tie) if later_first else tie, head[1:] == head[:-1]
+
+
+def _reverse_runs(same: np.ndarray) -> np.ndarray:
+    """Permutation that reverses every run of items equal to the one before (``same``)."""
+    idx = np.arange(len(same) + 1)
+    first = np.maximum.accumulate(np.where(np.concatenate(([True], ~same)), idx, 0))
+    last = np.minimum.accumulate(np.where(np.concatenate((~same, [True])), idx, len(idx))[::-1])[::-1]
+    return first + last - idx
 
 
 def _positive_precisions(cls, rows, n, pos, bucket, cum, class_last, npos):
@@ -250,8 +281,8 @@ def _buckets(x: np.ndarray, xmin: np.ndarray, xmax: np.ndarray, buffers: _Buffer
     """Bucket of every score: monotone in the score within a class, about two per bucket.
 
     ``x`` (c, N) holds unsigned integers in the order of the scores: their 32-bit keys, or
-    their 64-bit keys minus the class's smallest (so that ``x`` shifted by a fine shift fits
-    in 50 bits); ``xmin`` and ``xmax`` are its extremes per class. The high bits of ``x``
+    their 64-bit keys minus the class's smallest (so that the table below fits in int64);
+    ``xmin`` and ``xmax`` are its extremes per class. The high bits of ``x``
     give 1025 coarse bins per class, aligned to a power of two; a sample of the scores tells
     how full each bin is, and each bin gets a power of two of fine buckets (the next bits of
     ``x``) to match, so crowded ranges of the score (uniform probabilities, logits far from
@@ -321,8 +352,12 @@ def _block_ap_sums(scores, known, pos, lo, hi, buffers, want_asl=True, want_voc=
     if known is not None:
         np.putmask(bucket, np.logical_not(known, out=mask), unknown_bin)
     bucket = bucket.ravel()
-    cum = np.cumsum(np.bincount(bucket, minlength=unknown_bin + 1)[:unknown_bin])
-    hot = np.zeros(unknown_bin + 1, dtype=bool)
+    # (at least 4 MiB, so that numpy asks for huge pages: fresh small pages fault one by one)
+    hist = np.bincount(bucket, minlength=max(unknown_bin + 1, _HUGE_PAGES_FROM // 8))
+    cum = np.cumsum(hist[:unknown_bin], out=buffers.flat("cum", unknown_bin))
+    del hist
+    hot = buffers.flat("hot", unknown_bin + 1)
+    hot[:] = False
     hot[bucket[pos_at]] = True
     idx = np.flatnonzero(np.take(hot, bucket, out=mask.ravel(), mode="clip"))  # samples in hot buckets
     cls, rows = np.divmod(idx, n)
@@ -338,7 +373,8 @@ def _block_ap_sums(scores, known, pos, lo, hi, buffers, want_asl=True, want_voc=
         voc = np.bincount(pcls, weights=env, minlength=c)
     if want_asl:
         if same.any():  # ASL's tie order differs: later samples first
-            cls_s, rows_s, _ = _sort_hot(cls, rows, hkey, n, c, later_first=True)
+            flip = _reverse_runs(same)
+            cls_s, rows_s = cls_s[flip], rows_s[flip]
         pcls, prec = _positive_precisions(cls_s, rows_s, n, pos.ravel(), bucket, cum, class_last, npos)
         asl = np.bincount(pcls, weights=prec, minlength=c)
     return npos, asl, voc
@@ -467,14 +503,23 @@ def compute(scores: Any, targets: Any, threshold: float = 0.5, top_k: int = 3) -
     return result
 
 
-def compute_metrics(eval_pred, threshold: float = 0.5, top_k: int = 3) -> dict[str, float]:
+def compute_metrics(
+    eval_pred, threshold: float = 0.5, top_k: int = 3, compute_result: bool | None = None
+) -> dict[str, float]:
     """``compute_metrics`` for the ``transformers.Trainer`` (which prefixes ``eval_`` itself).
 
     ``eval_pred.predictions`` are logits (N, C), or a tuple whose first item is; the
     sigmoid is applied here (in float64, so that confident logits do not all round to 1.0
     and tie). ``eval_pred.label_ids`` are (N, C) multi-hot targets, -1 for unknown.
-    Returns the scalar metrics only.
+    Returns the scalar metrics only. Other ``threshold`` / ``top_k``: ``functools.partial``.
+    AP ranks the whole evaluation set, so ``TrainingArguments.batch_eval_metrics`` (which
+    passes ``compute_result``) is refused.
     """
+    if compute_result is not None:
+        raise ValueError(
+            "compute_metrics needs the whole evaluation set at once (AP ranks every sample): "
+            "leave TrainingArguments.batch_eval_metrics off"
+        )
     logits = eval_pred.predictions
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
