@@ -120,7 +120,7 @@ class _Buffers:
         layout = [
             ("cum", np.int64, n_buckets), ("hot", np.bool_, n_buckets),
             ("key", key_dtype), ("diff", np.uint64), ("coarse", np.int64), ("bucket", np.int64),
-            ("pos", np.bool_), ("known", np.bool_), ("mask", np.bool_),
+            ("mask", np.bool_),
         ]  # fmt: skip
         self._arrays, total = {}, 0
         for name, dtype, *length in layout:
@@ -137,12 +137,27 @@ class _Buffers:
         return self._arrays[name][:size]
 
 
+def _check_targets(t: np.ndarray, row: int, col: int) -> None:
+    """Raise, naming the sample (row) and class, unless every target is 1, 0 or -1."""
+    if t.dtype == bool:
+        return
+    valid = t.min() >= -1 and t.max() <= 1
+    if valid and t.dtype.kind == "f":  # also no 0.5, no NaN
+        valid = np.count_nonzero(t == 0) + np.count_nonzero(t == 1) + np.count_nonzero(t == -1) == t.size
+    if not valid:
+        r, k = np.argwhere((t != 1) & (t != 0) & (t != -1))[0]
+        raise ValueError(
+            "`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
+            f"row {r + row}, class {k + col} holds {t[r, k].item()!r}"
+        )
+
+
 def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     """Blocks of classes, validated and class-major: every array is (classes, samples).
 
     Yields ``cols, scores, known, pos, lo, hi, buffers``: ``known`` is None when no target
     is -1; ``lo``, ``hi`` are each class's extreme scores; the arrays are views into
-    ``buffers``, valid until the next block. Raises on a NaN score or on a target that is
+    reused memory, valid until the next block. Raises on a NaN score or on a target that is
     not 1, 0 or -1, naming the sample (row) and class.
     """
     n, c = scores.shape
@@ -151,47 +166,44 @@ def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     # fine buckets per class: below 2 per sampled score, or 2 per coarse bin
     n_buckets = width * (n + max(1, n // _SAMPLE_ROWS) + 2 * ((1 << _COARSE_BITS) + 1)) + 1
     buffers = _Buffers(width * n, n_buckets, scores.dtype)
-    # columns are copied out of the (samples, classes) matrix many at a time, so that each
-    # row is read in one long stretch, and transposed 256 rows at a time, in cache
+    # Columns are copied out of the (samples, classes) input many at a time, so that each
+    # row is read in one long stretch, through a tile of 256 rows that is transposed in
+    # cache. Targets are not transposed: only where the positives (and unknowns) are.
     stage_s = np.empty((stage_width, n), dtype=scores.dtype)
-    stage_t = np.empty((stage_width, n), dtype=targets.dtype)
+    stage_pos = np.empty((stage_width, n), dtype=bool)
+    stage_known = None
     tile_s = np.empty((256, stage_width), dtype=scores.dtype)
     tile_t = np.empty((256, stage_width), dtype=targets.dtype)
     for stage_start in range(0, c, stage_width):
         stage_cols = slice(stage_start, min(c, stage_start + stage_width))
         w = stage_cols.stop - stage_start
+        stage_pos[:w] = False
+        unknowns = False
         for r in range(0, n, 256):
             h = min(256, n - r)
             np.copyto(tile_s[:h, :w], scores[r : r + h, stage_cols])
             np.copyto(stage_s[:w, r : r + h], tile_s[:h, :w].T)
-            np.copyto(tile_t[:h, :w], targets[r : r + h, stage_cols])
-            np.copyto(stage_t[:w, r : r + h], tile_t[:h, :w].T)
+            t = tile_t[:h, :w]
+            np.copyto(t, targets[r : r + h, stage_cols])
+            _check_targets(t, r, stage_start)
+            hits = np.flatnonzero(t if t.dtype == bool else t == 1)
+            stage_pos[hits % w, r + hits // w] = True
+            if t.dtype != bool and t.min() < 0 and not unknowns:  # the first -1 of this stage
+                if stage_known is None:
+                    stage_known = np.empty((stage_width, n), dtype=bool)
+                stage_known[:w, :r] = True
+                unknowns = True
+            if unknowns:
+                np.greater_equal(t.T, 0, out=stage_known[:w, r : r + h])
         for start in range(stage_start, stage_cols.stop, width):
             cols = slice(start, min(stage_cols.stop, start + width))
-            s, t = stage_s[start - stage_start : cols.stop - stage_start], stage_t[start - stage_start : cols.stop - stage_start]
-            w = cols.stop - start
-            pos, known, mask = buffers.get("pos", w, n), buffers.get("known", w, n), buffers.get("mask", w, n)
+            rows = slice(start - stage_start, cols.stop - stage_start)
+            s = stage_s[rows]
             lo, hi = s.min(axis=1), s.max(axis=1)  # a NaN propagates into both
             if np.isnan(lo).any():
                 k, r = np.argwhere(np.isnan(s))[0]
                 raise ValueError(f"`scores` is NaN at row {r}, class {k + start}")
-            if t.dtype == bool:
-                np.copyto(pos, t)
-                yield cols, s, None, pos, lo, hi, buffers
-                continue
-            np.equal(t, 1, out=pos)
-            tmin = t.min()
-            valid = tmin >= -1 and t.max() <= 1
-            if valid and t.dtype.kind == "f":  # also no 0.5, no NaN
-                n_ok = np.count_nonzero(np.equal(t, 0, out=mask)) + np.count_nonzero(pos)
-                valid = n_ok + np.count_nonzero(np.equal(t, -1, out=mask)) == t.size
-            if not valid:
-                k, r = np.argwhere((t != 1) & (t != 0) & (t != -1))[0]
-                raise ValueError(
-                    "`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
-                    f"row {r}, class {k + start} holds {t[k, r].item()!r}"
-                )
-            yield cols, s, (np.greater_equal(t, 0, out=known) if tmin < 0 else None), pos, lo, hi, buffers
+            yield cols, s, (stage_known[rows] if unknowns else None), stage_pos[rows], lo, hi, buffers
 
 
 # --------------------------------------------------------------------------- ranking
