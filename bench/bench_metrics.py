@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -71,15 +72,15 @@ def bench_case(n, c, density, voc_ref_classes, asl_ref_classes, repeats):
         ("mAP_voc", "voc", voc_ap_per_class, voc_ref_classes),
     ):
         if definition not in ours_by_definition:
-            ours_by_definition[definition] = timed(lambda: average_precision(scores, targets, definition), repeats)
+            ours_by_definition[definition] = timed(partial(average_precision, scores, targets, definition), repeats)
         t_ours, ours = ours_by_definition[definition]
         k = min(c, ref_classes or c)
-        t_ref, ref = timed(lambda: ref_fn(scores[:, :k], targets[:, :k]))
+        t_ref, ref = timed(partial(ref_fn, scores[:, :k], targets[:, :k]))
         note = "" if k == c else f"reference timed on {k} of {c} classes, x{c / k:.1f}"
         t_ref *= c / k
         diff = np.abs(ours[:k] - ref).max()
         rows.append((f"{n:,} x {c:,}", name, t_ours, t_ref, t_ref / t_ours, diff, note))
-    t_all, _ = timed(lambda: compute(scores, targets), repeats)
+    t_all, _ = timed(partial(compute, scores, targets), repeats)
     rows.append((f"{n:,} x {c:,}", "compute() (all metrics)", t_all, float("nan"), float("nan"), float("nan"), ""))
     return rows
 
@@ -87,11 +88,15 @@ def bench_case(n, c, density, voc_ref_classes, asl_ref_classes, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the 40,137 x 80 case")
-    parser.add_argument("--voc-ref-classes", type=int, default=96, help="classes the slow VOC reference runs on (big case)")
+    parser.add_argument(
+        "--voc-ref-classes", type=int, default=96, help="classes the slow VOC reference runs on (big case)"
+    )
     args = parser.parse_args()
 
-    print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-          f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+    )
     rows = bench_case(40137, 80, 0.036, voc_ref_classes=None, asl_ref_classes=None, repeats=3)
     if not args.quick:
         rows += bench_case(20000, 9605, 0.001, voc_ref_classes=args.voc_ref_classes, asl_ref_classes=None, repeats=3)
@@ -107,7 +112,7 @@ def main():
 
     print()
     goals = {("20,000 x 9,605", "mAP"): 5.0, ("40,137 x 80", "mAP_voc"): 50.0}
-    for (case, name, _, _, ratio, diff, _) in rows:
+    for case, name, _, _, ratio, diff, _ in rows:
         if (case, name) in goals:
             goal = goals[case, name]
             verdict = "met" if ratio >= goal else "NOT met"

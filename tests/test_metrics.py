@@ -260,9 +260,7 @@ def test_extreme_values():
     targets = (rng.random((200, 4)) < 0.3).astype(int)
     targets[0] = 1
     np.testing.assert_allclose(average_precision(scores, targets), ref_per_class(ref_asl_ap, scores, targets))
-    np.testing.assert_allclose(
-        average_precision(scores, targets, "voc"), ref_per_class(ref_voc_ap, scores, targets)
-    )
+    np.testing.assert_allclose(average_precision(scores, targets, "voc"), ref_per_class(ref_voc_ap, scores, targets))
 
 
 def test_agrees_with_sklearn_without_ties():

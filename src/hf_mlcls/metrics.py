@@ -68,6 +68,7 @@ ASL_EPS = 1e-8
 
 _BLOCK_ELEMENTS = 1 << 19  # scores per block of classes (or of samples, for top-k)
 _STAGE_ELEMENTS = 1 << 22  # scores copied out of the input at a time
+_TILE_ROWS = 256  # rows transposed at a time
 _HUGE_PAGES_FROM = 1 << 22  # bytes from which numpy asks Linux for huge pages
 _COARSE_BITS = 10  # coarse bins per class: 2**10 + 1
 _SAMPLE_ROWS = 2048  # samples per class looked at to size the coarse bins
@@ -116,7 +117,6 @@ class _Buffers:
 
     def __init__(self, size: int, n_buckets: int, score_dtype):
         key_dtype = np.uint32 if score_dtype == np.float32 else np.uint64
-        self.n_buckets = n_buckets
         layout = [
             ("cum", np.int64, n_buckets), ("hot", np.bool_, n_buckets),
             ("key", key_dtype), ("diff", np.uint64), ("coarse", np.int64), ("bucket", np.int64),
@@ -137,11 +137,13 @@ class _Buffers:
         return self._arrays[name][:size]
 
 
-def _check_targets(t: np.ndarray, row: int, col: int) -> None:
-    """Raise, naming the sample (row) and class, unless every target is 1, 0 or -1."""
+def _check_targets(t: np.ndarray, row: int, col: int) -> bool:
+    """Whether any target is -1; raises, naming the sample (row) and class, unless every
+    target is 1, 0 or -1."""
     if t.dtype == bool:
-        return
-    valid = t.min() >= -1 and t.max() <= 1
+        return False
+    tmin = t.min()
+    valid = tmin >= -1 and t.max() <= 1
     if valid and t.dtype.kind == "f":  # also no 0.5, no NaN
         valid = np.count_nonzero(t == 0) + np.count_nonzero(t == 1) + np.count_nonzero(t == -1) == t.size
     if not valid:
@@ -150,6 +152,7 @@ def _check_targets(t: np.ndarray, row: int, col: int) -> None:
             "`targets` must hold 1 (positive), 0 (negative) or -1 (unknown); "
             f"row {r + row}, class {k + col} holds {t[r, k].item()!r}"
         )
+    return bool(tmin < 0)
 
 
 def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
@@ -167,28 +170,28 @@ def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     n_buckets = width * (n + max(1, n // _SAMPLE_ROWS) + 2 * ((1 << _COARSE_BITS) + 1)) + 1
     buffers = _Buffers(width * n, n_buckets, scores.dtype)
     # Columns are copied out of the (samples, classes) input many at a time, so that each
-    # row is read in one long stretch, through a tile of 256 rows that is transposed in
-    # cache. Targets are not transposed: only where the positives (and unknowns) are.
+    # row is read in one long stretch, through a tile of rows that is transposed in cache.
+    # Targets are not transposed: only where the positives (and unknowns) are is recorded.
     stage_s = np.empty((stage_width, n), dtype=scores.dtype)
     stage_pos = np.empty((stage_width, n), dtype=bool)
     stage_known = None
-    tile_s = np.empty((256, stage_width), dtype=scores.dtype)
-    tile_t = np.empty((256, stage_width), dtype=targets.dtype)
+    tile_s = np.empty((_TILE_ROWS, stage_width), dtype=scores.dtype)
+    tile_t = np.empty((_TILE_ROWS, stage_width), dtype=targets.dtype)
     for stage_start in range(0, c, stage_width):
         stage_cols = slice(stage_start, min(c, stage_start + stage_width))
         w = stage_cols.stop - stage_start
         stage_pos[:w] = False
         unknowns = False
-        for r in range(0, n, 256):
-            h = min(256, n - r)
+        for r in range(0, n, _TILE_ROWS):
+            h = min(_TILE_ROWS, n - r)
             np.copyto(tile_s[:h, :w], scores[r : r + h, stage_cols])
             np.copyto(stage_s[:w, r : r + h], tile_s[:h, :w].T)
             t = tile_t[:h, :w]
             np.copyto(t, targets[r : r + h, stage_cols])
-            _check_targets(t, r, stage_start)
+            has_unknown = _check_targets(t, r, stage_start)
             hits = np.flatnonzero(t if t.dtype == bool else t == 1)
             stage_pos[hits % w, r + hits // w] = True
-            if t.dtype != bool and t.min() < 0 and not unknowns:  # the first -1 of this stage
+            if has_unknown and not unknowns:  # the first -1 of this stage
                 if stage_known is None:
                     stage_known = np.empty((stage_width, n), dtype=bool)
                 stage_known[:w, :r] = True
@@ -442,7 +445,8 @@ def _topk_mask(s: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def _prf(tp: np.ndarray, npred: np.ndarray, npos: np.ndarray, prefix: str = "", suffix: str = ""):
+def _prf(tp: np.ndarray, npred: np.ndarray, npos: np.ndarray, suffix: str = "") -> dict[str, float]:
+    """CP, CR, CF1, OP, OR, OF1 in percent from per-class true positives, predictions, positives."""
     evaluated = npos > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         class_p = np.where(npred > 0, tp / np.maximum(npred, 1), 0.0)[evaluated]
@@ -453,10 +457,12 @@ def _prf(tp: np.ndarray, npred: np.ndarray, npos: np.ndarray, prefix: str = "", 
     orr = 100.0 * tp.sum() / npos.sum() if npos.sum() > 0 else float("nan")
 
     def f1(p, r):
-        return 2 * p * r / (p + r) if p + r > 0 else (0.0 if p == p and r == r else float("nan"))
+        if np.isnan(p) or np.isnan(r):
+            return float("nan")
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
     out = {"CP": cp, "CR": cr, "CF1": f1(cp, cr), "OP": op, "OR": orr, "OF1": f1(op, orr)}
-    return {f"{prefix}{k}{suffix}": float(v) for k, v in out.items()}
+    return {f"{k}{suffix}": float(v) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- public
