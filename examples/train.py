@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = {}
     if training_args.do_train:
-        train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        resume = training_args.resume_from_checkpoint
+        if isinstance(resume, str) and resume.lower() in ("true", "last"):
+            resume = True  # the newest completely written checkpoint in output_dir
+        train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", train_output.metrics)
         trainer.save_metrics("train", train_output.metrics)
         trainer.use_ema_weights()  # the final model is the EMA (of the best checkpoint, if one was chosen)

@@ -34,7 +34,7 @@ def make_trainer(demo, output_dir, epochs=2, ema_decay=0.9, **args):
     processor = model.build_image_processor()
     train = apply_transforms(demo["train"], transforms_from_image_processor(processor, train=True, randaugment=False, cutout=False))
     evaluation = apply_transforms(demo["validation"], eval_transform=transforms_from_image_processor(processor, train=False))
-    training_args = TrainingArguments(
+    settings = dict(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
         per_device_train_batch_size=16,
@@ -51,8 +51,8 @@ def make_trainer(demo, output_dir, epochs=2, ema_decay=0.9, **args):
         data_seed=0,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        **args,
     )
+    training_args = TrainingArguments(**{**settings, **args})
     return MultiLabelTrainer(
         model=model,
         args=training_args,
@@ -222,3 +222,19 @@ def test_two_processes_split_the_data_and_agree(demo, tmp_path):
     expected = [sorted(r) for r in load["validation"]["labels"]]
     got = [sorted(i for i, v in enumerate(row) if v > 0) for row in ranks[0]["eval_labels"]]
     assert got == expected
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "examples" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_config_parses(config):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
+    model_args, data_args, recipe, training_args = train.parse_args([str(config), "--output_dir", "/tmp/unused", "--bf16", "false"])  # no bf16 on this CPU
+    assert model_args.model in hf_mlcls.list_presets()
+    assert data_args.dataset in __import__("hf_mlcls.data", fromlist=["list_datasets"]).list_datasets()
+    assert recipe.schedule in ("onecycle", "cosine", "trainer") and recipe.optimizer in ("adam", "adamw")
+    if model_args.model_overrides:
+        # in training the label count comes from the data (9,605 for OpenImages)
+        hf_mlcls.preset_config(model_args.model, **{"num_labels": 10000, **json.loads(model_args.model_overrides)})

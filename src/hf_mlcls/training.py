@@ -18,6 +18,8 @@ from transformers import Trainer, TrainerCallback
 logger = logging.getLogger(__name__)
 
 EMA_WEIGHTS_NAME = "ema.safetensors"
+# Present in a checkpoint folder while it is being written; a crash leaves it behind.
+INCOMPLETE_MARKER = ".incomplete"
 
 
 @dataclass
@@ -150,10 +152,29 @@ class MultiLabelTrainer(Trainer):
 
     # ---- checkpoints --------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        marker = os.path.join(folder, INCOMPLETE_MARKER)
+        if self.args.should_save:
+            os.makedirs(folder, exist_ok=True)
+            open(marker, "w").close()
         super()._save_checkpoint(model, trial)
-        if self.ema is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            save_ema(self.ema.module, folder)
+        if self.args.should_save:
+            if self.ema is not None:
+                save_ema(self.ema.module, folder)
+            os.remove(marker)  # only now is the checkpoint whole
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`, where `resume_from_checkpoint=True` skips checkpoints a crash left half-written."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir!r}")
+        elif isinstance(resume_from_checkpoint, str) and os.path.exists(os.path.join(resume_from_checkpoint, INCOMPLETE_MARKER)):
+            raise ValueError(
+                f"{resume_from_checkpoint!r} was not completely written (the run stopped while saving it); "
+                "resume from an earlier checkpoint or pass --resume_from_checkpoint True to pick the last complete one"
+            )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -174,6 +195,19 @@ class MultiLabelTrainer(Trainer):
             self.model.load_state_dict(self.ema.module.state_dict())
             self.callback_handler.callbacks = [c for c in self.callback_handler.callbacks if not isinstance(c, EMACallback)]
             self.ema = None
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder in `output_dir` that was completely written."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.isdir(path):
+            if not os.path.exists(os.path.join(path, INCOMPLETE_MARKER)):
+                steps.append((int(name[11:]), path))
+    return max(steps)[1] if steps else None
 
 
 def save_ema(module: nn.Module, folder: str) -> None:
