@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -106,7 +106,8 @@ def test_fixture_parity_and_reload(name, tmp_path):
     files = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
     assert any(f.startswith("modeling_") and f.endswith(".py") for f in files)  # remote code
-    assert "Converted with `hf-mlcls convert`" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "Converted with `hf-mlcls convert`" in card and "license: mit" in card
     reloaded = AutoModelForImageClassification.from_pretrained(out)
     assert (_logits(reloaded, io["pixel_values"]) - io["logits"]).abs().max().item() <= 1e-4
     assert reloaded.config.num_labels == io["logits"].shape[1]
@@ -335,7 +336,11 @@ def test_table_covers_every_published_checkpoint():
     assert cars.overrides["problem_type"] == "single_label_classification" and cars.num_labels == 196
 
 
-def test_module_entry_point_help():
-    done = subprocess.run([sys.executable, "-m", "hf_mlcls.convert", "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0
-    assert "--preset" in done.stdout and "Q2L-CvT_w24-384" in done.stdout
+def test_module_entry_point_help(monkeypatch, capsys):
+    # `python -m hf_mlcls.convert` is `hf-mlcls convert` (run in-process: a new interpreter costs seconds)
+    monkeypatch.setattr(sys, "argv", ["hf_mlcls.convert", "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("hf_mlcls.convert", run_name="__main__")
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--preset" in out and "Q2L-CvT_w24-384" in out and "tresnet_l_pretrain_ml_decoder" in out
