@@ -168,6 +168,22 @@ def test_wrong_backbone_is_refused_with_a_hint(tmp_path):
                                                                          backbone_kwargs={"layers": [1, 1, 1, 1], "width_factor": 0.125}))
 
 
+def test_training_checkpoint_as_released(tmp_path):
+    # main_mlc.py's file when the EMA model won: bare keys (no `module.`), epoch / arch / best_mAP (numpy) /
+    # optimizer entries; and an inplace_abn < 1.1 checkpoint without num_batches_tracked
+    obj = torch.load(FIXTURES / "q2l_tresnet.pth", map_location="cpu", weights_only=True)
+    state = {k[len("module."):]: v for k, v in obj["state_dict"].items() if not k.endswith("num_batches_tracked")}
+    optimizer = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
+                 "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0]}]}
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 12, "arch": "Q2L-TResL-448", "state_dict": state, "best_mAP": np.float64(87.3),
+                "optimizer": optimizer}, path)
+    result = _convert("q2l_tresnet", tmp_path / "out", checkpoint=path)
+    assert result.report["fresh_counters"] > 0  # the counters are the only thing not from the file
+    io = _io("q2l_tresnet")
+    assert (_logits(result.model, io["pixel_values"]) - io["logits"]).abs().max().item() <= 1e-4
+
+
 # ----------------------------------------------------------------------------- config.json
 
 
