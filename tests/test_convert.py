@@ -108,6 +108,8 @@ def test_fixture_parity_and_reload(name, tmp_path):
     assert any(f.startswith("modeling_") and f.endswith(".py") for f in files)  # remote code
     card = (out / "README.md").read_text()
     assert "Converted with `hf-mlcls convert`" in card and "license: mit" in card
+    record = json.loads((out / "conversion.json").read_text())
+    assert record["sha256"] == result.report["sha256"] and record["preset"] == FIXTURE_PRESETS[name]
     reloaded = AutoModelForImageClassification.from_pretrained(out)
     assert (_logits(reloaded, io["pixel_values"]) - io["logits"]).abs().max().item() <= 1e-4
     assert reloaded.config.num_labels == io["logits"].shape[1]

@@ -310,8 +310,11 @@ def convert_checkpoint(
             (folder / "README.md").write_text(_backbone_readme(checkpoint, entry, preset, report), encoding="utf-8")
             return
         model.save_pretrained(folder)
-        card = _model_card(model.config, family, entry, checkpoint, report["sha256"], repo_id)
+        provenance = _provenance(family, entry, checkpoint, report["sha256"])
+        # the card names the Hub repository in its snippets; without one, a placeholder owner and the folder's name
+        card = _model_card(model.config, provenance, repo_id or f"your-name/{out.name}")
         card.save(folder / "README.md")
+        _write_record(folder / "conversion.json", family, preset, entry, report, notes, provenance)
         if verify:
             report["reload_max_abs_diff"] = _verify_reload(model, folder)
 
@@ -359,14 +362,34 @@ def _provenance(family: str, entry: OfficialCheckpoint | None, checkpoint: str, 
     )
 
 
-def _model_card(config, family, entry, checkpoint, sha256, repo_id):
+def _model_card(config, provenance: str, repo_id: str):
     from ..hub import render_model_card
 
     # both official repositories (and their released weights) are MIT-licensed
-    return render_model_card(
-        config, None, repo_id=repo_id, license="mit", provenance=_provenance(family, entry, checkpoint, sha256),
-        tags=["converted-checkpoint"],
-    )
+    return render_model_card(config, None, repo_id=repo_id, license="mit", provenance=provenance, tags=["converted-checkpoint"])
+
+
+def _write_record(path: Path, family, preset, entry, report, notes, provenance) -> None:
+    """conversion.json: where the weights came from and what happened to every key (kept locally; not uploaded)."""
+    import json
+
+    record = {
+        "family": family,
+        "preset": preset,
+        "published_checkpoint": entry.name if entry else None,
+        "source_url": entry.url if entry else None,
+        "checkpoint_file": os.path.basename(report["checkpoint"]),
+        "sha256": report["sha256"],
+        "license": "mit",
+        "provenance": provenance,
+        "tensors_from_checkpoint": report["from_checkpoint"],
+        "dropped": report["dropped"],
+        "kept_from_fresh_model": report["kept_fresh"],
+        "fresh_batchnorm_counters": report["fresh_counters"],
+        "given": report["given"],
+        "notes": notes,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def _backbone_readme(checkpoint, entry, preset, report) -> str:
