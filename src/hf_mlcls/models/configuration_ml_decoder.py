@@ -21,13 +21,20 @@ class MLDecoderConfig(MultiLabelConfig):
         dropout (`float`, defaults to 0.1): decoder dropout.
         zero_shot (`bool`, defaults to `False`): queries are projected label (text or word) embeddings, one per
             label, and one shared classifier vector scores every query. The embeddings are set with
-            `set_label_embeddings` and saved in the checkpoint.
-        label_embedding_dim (`int`, defaults to 300): width of the label embeddings in zero-shot mode.
-        text_encoder (`str`, *optional*): name of the text encoder that produced the label embeddings.
-        query_noise_std (`float`, defaults to 0): zero-shot training augmentation, std of additive Gaussian
-            noise on the label embeddings.
-        query_extra (`int`, defaults to 0): zero-shot training augmentation, number of random extra queries
-            appended during training (their outputs are dropped).
+            `set_label_names` (names embedded by `text_encoder`) or `set_label_embeddings`, and saved in the
+            checkpoint.
+        label_embedding_dim (`int`, defaults to 300): width of the label embeddings in zero-shot mode (300 for
+            the ML-Decoder authors' NUS-WIDE word vectors, 384 for all-MiniLM-L6-v2).
+        text_encoder (`str`, *optional*): the text encoder that produced the label embeddings, as
+            `set_label_names` takes it: a word-vector file, a transformers folder or Hub id; `None` means
+            all-MiniLM-L6-v2. `set_label_names` records it and uses it by default.
+        query_noise_std (`float`, defaults to 0): zero-shot training augmentation (the paper's additive query
+            noise): std of Gaussian noise added to the label embeddings in training. It is absolute, so it
+            depends on the encoder's scale (L2-normalised MiniLM vectors: about 0.05 per dimension).
+        query_extra (`int`, defaults to 0): zero-shot training augmentation (the paper's random-query
+            additions): this many random queries, drawn with the label embeddings' mean and spread, join each
+            training batch as labels absent from every image (negatives in the loss); they never reach the
+            outputs.
 
     Plus the backbone, input and loss fields of `MultiLabelConfig`. The loss defaults are
     ML-Decoder's: gamma_neg 4, gamma_pos 0, clip 0.05, eps 1e-8, `sum` reduction.

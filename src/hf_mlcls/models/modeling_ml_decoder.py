@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,12 +14,15 @@ from .configuration_ml_decoder import MLDecoderConfig
 from .layers import GroupFullyConnected, MLDecoderLayer
 from .modeling_common import (
     ClassifierForwardMixin,
+    MultiLabelClassifierOutput,
     MultiLabelModelOutput,
     MultiLabelPreTrainedModel,
     attention_to_grid,
     build_loss,
+    check_labels,
     check_pixel_values,
 )
+from .text_encoding import LabelEncoder, check_label_names, encode_label_names, get_text_encoder
 
 
 class MLDecoderPreTrainedModel(MultiLabelPreTrainedModel):
@@ -75,8 +80,37 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
         self.config.id2label = dict(enumerate(names))
         self.config.label2id = {name: i for i, name in enumerate(names)}
 
-    def _queries(self) -> Tensor:
+    def set_label_names(self, names: Sequence[str], text_encoder: str | LabelEncoder | None = None) -> None:
+        """Zero-shot: make ``names`` the label set; outputs then follow their number and order.
+
+        Args:
+            names: distinct label names, e.g. ``["dog", "beach umbrella"]``.
+            text_encoder: what turns names into label embeddings (see ``text_encoding``): a
+                word-vector file (GloVe text or ``wordvec_array.pth``), a transformers folder or
+                Hub id (sentence-transformers or CLIP-like), or a ``LabelEncoder``. Default: the
+                model's ``config.text_encoder``, else all-MiniLM-L6-v2 (the packaged offline copy).
+
+        The embeddings are cached per (encoder, label list); the encoder's name is recorded in
+        ``config.text_encoder`` so that a saved model remembers it.
+        """
         if not self.config.zero_shot:
+            raise ValueError("set_label_names needs a zero-shot model (zero_shot=True)")
+        names = check_label_names(names)
+        encoder = get_text_encoder(text_encoder if text_encoder is not None else self.config.text_encoder)
+        if encoder.dim != self.config.label_embedding_dim:
+            raise ValueError(
+                f"set_label_names: the text encoder {encoder.name!r} gives {encoder.dim}-wide label embeddings, but "
+                f"this model's label_embedding_dim is {self.config.label_embedding_dim}; use an encoder of that width "
+                "(the one it was trained with), or train a model with label_embedding_dim="
+                f"{encoder.dim}"
+            )
+        self.set_label_embeddings(encode_label_names(names, encoder), names)
+        self.config.text_encoder = encoder.name
+
+    def _queries(self, extra: int = 0) -> Tensor:
+        if not self.config.zero_shot:
+            if extra:
+                raise ValueError("extra_queries is a zero-shot training augmentation (zero_shot=True)")
             return self.query_embed.weight
         embeddings = self.label_embeddings
         if not torch.compiler.is_compiling() and torch.isnan(embeddings).any():
@@ -85,10 +119,14 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
                 "or set_label_names(...) first"
             )
         if self.training and self.config.query_noise_std > 0:
+            # the paper's additive query noise: Gaussian noise on the label embeddings
             embeddings = embeddings + torch.randn_like(embeddings) * self.config.query_noise_std
-        if self.training and self.config.query_extra > 0:
-            extra = torch.randn(self.config.query_extra, embeddings.shape[1], device=embeddings.device) * embeddings.std()
-            embeddings = torch.cat([embeddings, extra.to(embeddings.dtype)])
+        if extra > 0:
+            # the paper's random-query additions: random vectors with the label embeddings' mean and spread;
+            # the classifier scores them as negatives (see MLDecoderForImageClassification.forward)
+            base = self.label_embeddings
+            noise = torch.randn(extra, base.shape[1], device=base.device, dtype=base.dtype)
+            embeddings = torch.cat([embeddings, base.mean(0) + noise * base.std(unbiased=False)])
         return F.relu(self.label_embedding_proj(embeddings))
 
     def forward(
@@ -96,23 +134,27 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
         pixel_values: Tensor,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        extra_queries: int = 0,
         **kwargs,
     ) -> MultiLabelModelOutput | tuple:
+        r"""
+        Args:
+            extra_queries (`int`, defaults to 0): zero-shot training only: append this many random queries
+                (their states come last in `last_hidden_state`); `MLDecoderForImageClassification` asks for
+                `config.query_extra` of them in training and scores them as negative labels.
+        """
         check_pixel_values(pixel_values)
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         features = self.backbone(pixel_values)
         tokens = features.flatten(2).transpose(1, 2) if features.ndim == 4 else features
         memory = F.relu(self.input_proj(tokens))
-        queries = self._queries().to(memory.dtype)
+        queries = self._queries(extra_queries).to(memory.dtype)
         tgt = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
         if self.gradient_checkpointing and self.training:
             hidden, weights = checkpoint(self.decoder_layer, tgt, memory, output_attentions, use_reentrant=False)
         else:
             hidden, weights = self.decoder_layer(tgt, memory, need_weights=output_attentions)
-        if self.config.zero_shot and self.training and self.config.query_extra > 0:
-            hidden = hidden[:, : self.config.num_labels]
-            weights = weights[:, : self.config.num_labels] if weights is not None else None
         cross = None
         if output_attentions:
             cross = (attention_to_grid(weights, features, self.backbone, pixel_values.shape[-2:]),)
@@ -137,6 +179,43 @@ class MLDecoderForImageClassification(ClassifierForwardMixin, MLDecoderPreTraine
         """Zero-shot: replace the label set. Output count and order follow the given embeddings."""
         self.model.set_label_embeddings(embeddings, label_names)
         self.classifier.num_labels = self.config.num_labels
+
+    def set_label_names(self, names: Sequence[str], text_encoder: str | LabelEncoder | None = None) -> None:
+        """Zero-shot: make ``names`` the label set, embedded by ``text_encoder`` (see `MLDecoderModel.set_label_names`).
+
+        ``model(pixel_values).logits[:, i]`` then scores ``names[i]``; `save_pretrained` keeps the names, their
+        embeddings and ``config.text_encoder``, and `pipeline("image-classification")` reports these names.
+        """
+        self.model.set_label_names(names, text_encoder)
+        self.classifier.num_labels = self.config.num_labels
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        labels: Tensor | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MultiLabelClassifierOutput | tuple:
+        extra = self.config.query_extra if self.config.zero_shot and self.training and labels is not None else 0
+        if not extra:
+            return super().forward(pixel_values, labels, output_attentions, return_dict, **kwargs)
+        # Zero-shot training with random-query additions: the extra queries join the loss as labels that are
+        # absent from every image, then are cut from every output. (Without self-attention a query's state does not
+        # depend on the other queries, so extra queries left out of the loss would change nothing.)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(pixel_values, output_attentions=output_attentions, return_dict=True, extra_queries=extra)
+        c = self.config.num_labels
+        all_logits = self.classifier(outputs.last_hidden_state)
+        logits = all_logits[:, :c]
+        check_labels(labels, logits)
+        targets = torch.cat([labels.to(all_logits.dtype), all_logits.new_zeros(labels.shape[0], extra)], dim=1)
+        loss = self.loss_fct(all_logits, targets)
+        hidden = outputs.last_hidden_state[:, :c]
+        cross = tuple(a[:, :c] for a in outputs.cross_attentions) if outputs.cross_attentions is not None else None
+        if not return_dict:
+            return (loss, logits, hidden) + ((cross,) if cross is not None else ())
+        return MultiLabelClassifierOutput(loss=loss, logits=logits, hidden_states=hidden, cross_attentions=cross)
 
 
 
