@@ -367,6 +367,7 @@ def test_unknown_preset_and_backbone_say_how_to_list_names():
     [
         (Query2LabelConfig, dict(hidden_dim=100, num_heads=3), "divisible by num_heads"),
         (Query2LabelConfig, dict(hidden_dim=99, num_heads=1), "hidden_dim"),
+        (Query2LabelConfig, dict(hidden_dim=6, num_heads=1), "multiple of 4"),
         (Query2LabelConfig, dict(num_decoder_layers=0), "num_decoder_layers"),
         (Query2LabelConfig, dict(dropout=1.5), "dropout"),
         (Query2LabelConfig, dict(image_mean=[0.5, 0.5]), "image_mean"),
@@ -400,3 +401,13 @@ def test_bad_inputs_are_refused_with_a_clear_message(make):
         model(torch.randn(3, 64, 64))
     with pytest.raises(ValueError, match="labels must have shape"):
         model(torch.randn(2, 3, 64, 64), labels=torch.ones(2, 4))
+
+
+def test_single_label_models_use_cross_entropy():
+    model = tiny_mld(problem_type="single_label_classification").eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits = model(x).logits
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3]))
+    torch.testing.assert_close(model(x, labels=torch.tensor([1, 3])).loss, expected)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([1, 3]), 5).float()
+    torch.testing.assert_close(model(x, labels=one_hot).loss, expected)

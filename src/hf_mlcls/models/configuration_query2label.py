@@ -70,8 +70,11 @@ class Query2LabelConfig(MultiLabelConfig):
         self.keep_other_self_attn_dec = keep_other_self_attn_dec
         self.position_temperature = position_temperature
         super().__init__(**kwargs)
-        if hidden_dim <= 0 or hidden_dim % 2:
-            raise ValueError(f"hidden_dim must be a positive even number (sine encoding halves it), got {hidden_dim}")
+        if hidden_dim <= 0 or hidden_dim % 4:
+            raise ValueError(
+                f"hidden_dim must be a positive multiple of 4 (the sine encoding gives half of it to each axis "
+                f"as sin/cos pairs), got {hidden_dim}"
+            )
         if num_heads <= 0 or hidden_dim % num_heads:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})")
         if num_encoder_layers < 0:

@@ -118,8 +118,7 @@ class ClassifierForwardMixin:
         logits = self.classifier(outputs.last_hidden_state)
         loss = None
         if labels is not None:
-            check_labels(labels, logits)
-            loss = self.loss_fct(logits, labels)
+            loss = self.compute_loss(logits, labels)
         if not return_dict:
             out = (logits, outputs.last_hidden_state)
             if outputs.cross_attentions is not None:
@@ -128,6 +127,22 @@ class ClassifierForwardMixin:
         return MultiLabelClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.last_hidden_state, cross_attentions=outputs.cross_attentions
         )
+
+
+    def compute_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Asymmetric loss on multi-hot labels; cross-entropy for single-label models (e.g. Stanford Cars).
+
+        A single-label model takes class indices (B,) or one-hot rows (B, C).
+        """
+        if self.config.problem_type == "single_label_classification":
+            if labels.ndim == 2:
+                check_labels(labels, logits)
+                labels = labels.argmax(-1)
+            if labels.shape != logits.shape[:1]:
+                raise ValueError(f"labels must be class indices of shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+            return torch.nn.functional.cross_entropy(logits.float(), labels.long())
+        check_labels(labels, logits)
+        return self.loss_fct(logits, labels)
 
 
 class MultiLabelPreTrainedModel(PreTrainedModel):
