@@ -550,3 +550,82 @@ def compute_metrics(
     keys = ["mAP", "mAP_voc", "CP", "CR", "CF1", "OP", "OR", "OF1"]
     keys += [f"{k}_top{top_k}" for k in keys[2:]]
     return {k: float(result[k]) for k in keys}
+
+
+# --------------------------------------------------------------------------- zero-shot
+
+__all__ += ["compute_zsl", "compute_zsl_metrics"]
+
+
+def compute_zsl(scores: Any, targets: Any, top_k: int | tuple[int, ...] = (3, 5)) -> dict[str, Any]:
+    """Zero-shot metrics as the ML-Decoder and LESA papers report them, in percent.
+
+    The same function serves both settings; what changes is the label set the model scores:
+    ZSL passes the unseen labels' columns only, GZSL every label (seen and unseen), on the same
+    test images.
+
+    Args:
+        scores: (N, C) scores, any monotone function of confidence (logits or probabilities).
+        targets: (N, C) with 1 (positive), 0 (negative) or -1 (unknown: left out).
+        top_k: the k of the top-k metrics (the papers report 3 and 5).
+
+    Returns:
+        ``mAP``: ML-Decoder's mAP (``average_precision(..., "asl")``), averaged over the classes
+        with a positive; ``P_top{k}``, ``R_top{k}``, ``F1_top{k}``: LESA's "overall" precision,
+        recall and F1 when every image predicts exactly its k highest-scoring labels (no
+        threshold): ``P = TP / (N k)``, ``R = TP / positives``, ``F1 = 2PR / (P + R)``;
+        ``AP_per_class`` (NaN where skipped), ``num_classes_skipped``, ``num_classes``,
+        ``num_samples``.
+
+    Choices where the papers' code has none or an unstable one: equal scores at the k-th place
+    go to the lower class index (their ``np.argsort`` leaves it to the sort); an unknown entry
+    can be among the k but is counted neither as a prediction nor as a positive; a class with no
+    positive is skipped and counted (ML-Decoder's code averages it in as 0, as LESA's does); when
+    k >= C every label is predicted. Images are not filtered here: ML-Decoder's test set keeps
+    the images with at least one unseen label, which ``hf_mlcls.data.nuswide_zsl`` does.
+    """
+    ks = (top_k,) if isinstance(top_k, (int, np.integer)) else tuple(top_k)
+    if not ks or any(not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1 for k in ks):
+        raise ValueError(f"`top_k` must be a positive integer or a tuple of them, got {top_k!r}")
+    scores, targets = _check_inputs(scores, targets)
+    ap = average_precision(scores, targets, "asl")  # also checks the target values
+    evaluated = ~np.isnan(ap)
+    n, c = scores.shape
+    num_pos = int(np.count_nonzero(targets == 1))
+    result: dict[str, Any] = {"mAP": float(ap[evaluated].mean()) if evaluated.any() else float("nan")}
+    height = max(1, _BLOCK_ELEMENTS // c)
+    for k in ks:
+        tp = npred = 0
+        for start in range(0, n, height):
+            s, t = scores[start : start + height], targets[start : start + height]
+            chosen = _topk_mask(np.ascontiguousarray(s), int(k))
+            tp += int(np.count_nonzero(chosen & (t == 1)))
+            npred += int(np.count_nonzero(chosen & (t >= 0)))
+        p = 100.0 * tp / npred if npred else 0.0
+        r = 100.0 * tp / num_pos if num_pos else float("nan")
+        f1 = float("nan") if np.isnan(r) else (2 * p * r / (p + r) if p + r > 0 else 0.0)
+        result.update({f"P_top{k}": float(p), f"R_top{k}": float(r), f"F1_top{k}": float(f1)})
+    result["AP_per_class"] = ap
+    result["num_classes_skipped"] = int(c - evaluated.sum())
+    result["num_classes"] = int(c)
+    result["num_samples"] = int(n)
+    return result
+
+
+def compute_zsl_metrics(eval_pred, top_k: tuple[int, ...] = (3, 5), compute_result: bool | None = None) -> dict[str, float]:
+    """``compute_metrics`` for the ``transformers.Trainer`` on a zero-shot evaluation set.
+
+    ``eval_pred.predictions`` are logits (N, C) (or a tuple whose first item is), ranked as they
+    are (no sigmoid, so that confident logits cannot tie at 1.0); ``label_ids`` the (N, C) targets.
+    Returns ``mAP`` and ``P/R/F1_top{k}`` of :func:`compute_zsl`.
+    """
+    if compute_result is not None:
+        raise ValueError("compute_zsl_metrics needs the whole evaluation set at once: leave batch_eval_metrics off")
+    logits = eval_pred.predictions
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    labels = eval_pred.label_ids
+    if isinstance(labels, (tuple, list)):
+        labels = labels[0]
+    result = compute_zsl(_as_2d(logits, "predictions").astype(np.float64), labels, top_k=top_k)
+    return {k: float(v) for k, v in result.items() if k == "mAP" or k.startswith(("P_top", "R_top", "F1_top"))}
