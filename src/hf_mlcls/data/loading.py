@@ -15,6 +15,7 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
     from .demo import load_demo
     from .generic import load_csv, load_hub, load_jsonl
     from .nuswide import load_nus_wide
+    from .nuswide_zsl import load_nus_wide_zsl
     from .openimages import load_openimages
     from .voc import load_voc
 
@@ -24,6 +25,7 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
         "voc2007": (load_voc, {"year": 2007}, "PASCAL VOC 2007, 20 classes (VOCdevkit/VOC2007)"),
         "voc2012": (load_voc, {"year": 2012}, "PASCAL VOC 2012, 20 classes (VOCdevkit/VOC2012)"),
         "nus-wide": (load_nus_wide, {}, "NUS-WIDE 81 concepts (official release layout or data.csv)"),
+        "nus-wide-zsl": (load_nus_wide_zsl, {}, "NUS-WIDE zero-shot: train on 925 seen labels, test on 81 unseen (zsl) / all 1,006 (gzsl)"),
         "openimages-v6": (load_openimages, {}, "Open Images v6 human-verified image labels (9,605 trainable classes)"),
         "csv": (load_csv, {}, "one CSV per split: image path + label list"),
         "jsonl": (load_jsonl, {}, "one JSON-lines file per split: image path + label list"),
@@ -33,7 +35,7 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
 
 
 _ALIASES = {"nuswide": "nus-wide", "nus_wide": "nus-wide", "openimages": "openimages-v6", "open-images-v6": "openimages-v6",
-            "openimages_v6": "openimages-v6"}
+            "openimages_v6": "openimages-v6", "nuswide-zsl": "nus-wide-zsl", "nus_wide_zsl": "nus-wide-zsl"}
 
 
 def list_datasets(with_descriptions: bool = False):
