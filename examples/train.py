@@ -4,6 +4,7 @@
     accelerate launch examples/train.py                                  # the demo: small model, built-in data
     accelerate launch examples/train.py examples/configs/q2l-r101-448-coco.yaml --data_dir /data/coco
     accelerate launch examples/train.py --model q2l-r101-448 --dataset coco2014 --data_dir /data/coco ...
+    accelerate launch examples/train.py examples/configs/mldecoder-nuswide-zsl.yaml --data_dir /data/nus-wide   # zero-shot
 
 A YAML/JSON file gives the defaults; any argument on the command line overrides it.
 With no arguments at all, `examples/configs/demo.yaml` is used.
@@ -23,8 +24,8 @@ from transformers import AutoConfig, AutoModelForImageClassification, EarlyStopp
 
 import hf_mlcls
 from hf_mlcls.data import MultiLabelCollator, apply_transforms, load_multilabel_dataset, transforms_from_image_processor
-from hf_mlcls.metrics import compute_metrics
-from hf_mlcls.training import MultiLabelTrainer, RecipeArguments, freeze_backbone_layers
+from hf_mlcls.metrics import compute_metrics, compute_zsl_metrics
+from hf_mlcls.training import LabelSet, MultiLabelTrainer, RecipeArguments, freeze_backbone_layers
 
 logger = logging.getLogger("hf_mlcls.train")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,8 +58,32 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None)
 
 
-def parse_args(argv: list[str]):
-    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments))
+@dataclass
+class ZeroShotArguments:
+    """Zero-shot ML-Decoder: train on the seen labels' embeddings, evaluate on unseen (ZSL) and all (GZSL) labels."""
+
+    zero_shot: bool = field(
+        default=False,
+        metadata={"help": "zero-shot training; on by default for a zero-shot model or the nus-wide-zsl dataset"},
+    )
+    unseen_labels: list[str] | None = field(
+        default=None,
+        metadata={"help": "class names to hold out of training (any dataset); nus-wide-zsl has its own split"},
+    )
+    text_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "what embeds the label names: a word-vector file (GloVe text or wordvec_array.pth), a "
+            "transformers folder or Hub id; default: <data_dir>/wordvec_array.pth for nus-wide-zsl, else the "
+            "model's config.text_encoder, else all-MiniLM-L6-v2"
+        },
+    )
+    gzsl: bool = field(default=True, metadata={"help": "also evaluate on all labels (GZSL), beside the unseen ones (ZSL)"})
+
+
+def parse_all_args(argv: list[str]):
+    """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments)."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments))
     config_file = DEFAULT_CONFIG if not argv else None
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_file, argv = argv[0], argv[1:]
@@ -78,13 +103,22 @@ def parse_args(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def build_model(model_args: ModelArguments, id2label: dict[int, str]):
+def parse_args(argv: list[str]):
+    """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments); see `parse_all_args` for zero-shot."""
+    return tuple(parse_all_args(argv)[:4])
+
+
+def build_model(model_args: ModelArguments, id2label: dict[int, str], preset_defaults: dict | None = None):
+    """`preset_defaults`: config fields a preset gets unless `model_overrides` sets them (zero-shot: the encoder's width)."""
     overrides = json.loads(model_args.model_overrides) if model_args.model_overrides else {}
     if model_args.backbone_weights_file:
         overrides["backbone_weights_file"] = model_args.backbone_weights_file
     if model_args.model in hf_mlcls.list_presets():
         return hf_mlcls.create_model(
-            model_args.model, pretrained_backbone=model_args.pretrained_backbone, id2label=id2label, **overrides
+            model_args.model,
+            pretrained_backbone=model_args.pretrained_backbone,
+            id2label=id2label,
+            **{**(preset_defaults or {}), **overrides},
         )
     config = AutoConfig.from_pretrained(model_args.model, **overrides)
     same_labels = config.id2label == id2label
@@ -95,8 +129,45 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str]):
     )
 
 
+def _is_nus_wide_zsl(dataset: str) -> bool:
+    return dataset.strip().lower().replace("_", "-") in ("nus-wide-zsl", "nuswide-zsl")
+
+
+def zero_shot_wanted(model_args: ModelArguments, data_args: DataArguments, zs_args: ZeroShotArguments) -> bool:
+    if zs_args.zero_shot or zs_args.unseen_labels or _is_nus_wide_zsl(data_args.dataset):
+        return True
+    overrides = json.loads(model_args.model_overrides) if model_args.model_overrides else {}
+    if "zero_shot" in overrides:
+        return bool(overrides["zero_shot"])
+    if model_args.model in hf_mlcls.list_presets():
+        config = hf_mlcls.preset_config(model_args.model)
+    elif os.path.isdir(model_args.model):
+        config = AutoConfig.from_pretrained(model_args.model)
+    else:
+        return False
+    return bool(getattr(config, "zero_shot", False))
+
+
+def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArguments, zs_args: ZeroShotArguments):
+    """(dataset, text encoder, held_out): the zero-shot splits (train / zsl / gzsl) when labels are held out
+    (--unseen_labels, or a dataset that has them), and the encoder that embeds the label names."""
+    from hf_mlcls.data.nuswide_zsl import GZSL, ZSL, zero_shot_splits
+    from hf_mlcls.models.text_encoding import get_text_encoder
+
+    held_out = {ZSL, GZSL} <= set(dataset)
+    if not held_out and zs_args.unseen_labels:
+        dataset = zero_shot_splits(dataset, zs_args.unseen_labels, train_split=data_args.train_split, eval_split=data_args.eval_split)
+        held_out = True
+    spec = zs_args.text_encoder
+    if spec is None and _is_nus_wide_zsl(data_args.dataset) and data_args.data_dir:
+        spec = os.path.join(data_args.data_dir, "wordvec_array.pth")  # the benchmark's own word vectors
+    if spec is None and model_args.model not in hf_mlcls.list_presets():
+        spec = getattr(AutoConfig.from_pretrained(model_args.model), "text_encoder", None)
+    return dataset, get_text_encoder(spec), held_out
+
+
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, recipe, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, recipe, training_args, zs_args = parse_all_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
     transformers.set_seed(training_args.seed)
@@ -104,26 +175,51 @@ def main(argv: list[str] | None = None) -> dict:
     options = json.loads(data_args.dataset_options) if data_args.dataset_options else {}
     with training_args.main_process_first(desc="loading the dataset"):
         dataset = load_multilabel_dataset(data_args.dataset, data_args.data_dir, **options)
-    for split in (data_args.train_split, data_args.eval_split):
+    zero_shot = zero_shot_wanted(model_args, data_args, zs_args)
+    encoder, held_out = None, False  # held_out: evaluate on unseen (zsl) and all (gzsl) labels
+    if zero_shot:
+        dataset, encoder, held_out = prepare_zero_shot(dataset, model_args, data_args, zs_args)
+    if held_out:
+        data_args.train_split = "train"
+        eval_splits = ["zsl", "gzsl"] if zs_args.gzsl else ["zsl"]
+    else:
+        eval_splits = [data_args.eval_split]
+    for split in (data_args.train_split, *eval_splits):
         if split not in dataset:
             raise SystemExit(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
     class_names = dataset[data_args.train_split].features["labels"].feature.names
     id2label = dict(enumerate(class_names))
 
-    model = build_model(model_args, id2label)
+    preset_defaults = {"zero_shot": True, "label_embedding_dim": encoder.dim} if zero_shot else None
+    model = build_model(model_args, id2label, preset_defaults)
+    label_sets = {}
+    if zero_shot:
+        from hf_mlcls.models.text_encoding import encode_label_names
+
+        if not getattr(model.config, "zero_shot", False):
+            raise SystemExit(f"zero-shot training needs a zero-shot ML-Decoder; {model_args.model!r} is not one")
+        model.set_label_names(class_names, text_encoder=encoder)  # the seen labels; records the encoder's name
+        for split in eval_splits if held_out else []:
+            names = dataset[split].features["labels"].feature.names
+            label_sets[split] = LabelSet(names, encode_label_names(names, encoder))
+        logger.info("zero-shot: %d labels to train on%s; text encoder %s", len(class_names),
+                    "".join(f", {s} evaluated on {len(label_sets[s].names)} labels" for s in label_sets), encoder.name)
     if recipe.backbone_trainable_layers or recipe.freeze_backbone:
         frozen = freeze_backbone_layers(model, recipe.backbone_trainable_layers, recipe.freeze_backbone)
         logger.info("froze %d backbone parameter tensors", frozen)
 
-    train_set, eval_set = dataset[data_args.train_split], dataset[data_args.eval_split]
+    train_set = dataset[data_args.train_split]
+    eval_sets = {split: dataset[split] for split in eval_splits}
     if data_args.max_train_samples:
         train_set = train_set.select(range(min(data_args.max_train_samples, len(train_set))))
     if data_args.max_eval_samples:
-        eval_set = eval_set.select(range(min(data_args.max_eval_samples, len(eval_set))))
+        eval_sets = {k: v.select(range(min(data_args.max_eval_samples, len(v)))) for k, v in eval_sets.items()}
     processor = model.build_image_processor()
     train_tf = transforms_from_image_processor(processor, train=True, cutout=data_args.cutout, randaugment=data_args.randaugment)
     train_set = apply_transforms(train_set, train_tf)
-    eval_set = apply_transforms(eval_set, eval_transform=transforms_from_image_processor(processor, train=False))
+    eval_tf = transforms_from_image_processor(processor, train=False)
+    eval_sets = {k: apply_transforms(v, eval_transform=eval_tf) for k, v in eval_sets.items()}
+    eval_set = eval_sets if held_out else eval_sets[data_args.eval_split]
 
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # one commit at the end, with our card (hf_mlcls.hub), not one per checkpoint
@@ -138,10 +234,11 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=MultiLabelCollator(),
-        compute_metrics=compute_metrics,
+        compute_metrics=compute_zsl_metrics if held_out else compute_metrics,
         processing_class=processor,
         callbacks=callbacks,
         recipe=recipe,
+        eval_label_sets=label_sets or None,
     )
     result = {}
     if training_args.do_train:
@@ -159,7 +256,14 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         result = metrics
-        if trainer.is_world_process_zero():
+        if trainer.is_world_process_zero() and held_out:
+            for split, ds in eval_sets.items():
+                kind = "unseen labels (ZSL)" if split == "zsl" else "all labels (GZSL)"
+                print(f"{split.upper()} mAP of the saved model on {kind}, {len(label_sets[split].names)} labels, {len(ds)} images: "
+                      f"{metrics[f'eval_{split}_mAP']:.2f} (F1@3 {metrics[f'eval_{split}_F1_top3']:.2f}, "
+                      f"F1@5 {metrics[f'eval_{split}_F1_top5']:.2f})", flush=True)
+            write_zero_shot_json(training_args.output_dir, model_args.model, data_args, encoder.name, eval_sets, label_sets, metrics)
+        elif trainer.is_world_process_zero():
             print(f"held-out mAP of the saved model ({len(eval_set)} images): {metrics['eval_mAP']:.2f}", flush=True)
             write_eval_json(training_args.output_dir, model_args.model, data_args, len(eval_set), metrics)
     if push and trainer.is_world_process_zero():
@@ -187,6 +291,25 @@ def write_eval_json(output_dir: str, model: str, data_args: DataArguments, num_s
     with open(os.path.join(folder, "metrics.json.tmp"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     os.replace(os.path.join(folder, "metrics.json.tmp"), os.path.join(folder, "metrics.json"))
+
+
+def write_zero_shot_json(output_dir, model, data_args, text_encoder, eval_sets, label_sets, metrics) -> None:
+    """`eval/zero_shot_metrics.json`: ZSL / GZSL metrics of the saved model (not the model card's metrics.json format)."""
+    report = {"model": model, "dataset": data_args.dataset, "text_encoder": text_encoder, "settings": {}}
+    for split, ds in eval_sets.items():
+        prefix = f"eval_{split}_"
+        report["settings"][split] = {
+            "num_samples": len(ds),
+            "labels": label_sets[split].names,
+            "metrics": {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.startswith(prefix + "ema_")
+                        and k[len(prefix):] not in ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")},
+        }
+    folder = os.path.join(output_dir, "eval")
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "zero_shot_metrics.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    os.replace(tmp, os.path.join(folder, "zero_shot_metrics.json"))
 
 
 if __name__ == "__main__":

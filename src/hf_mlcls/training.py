@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +44,26 @@ class RecipeArguments:
     )
     freeze_backbone: bool = field(default=False, metadata={"help": "train the head only"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement before stopping"})
+
+
+@dataclass
+class LabelSet:
+    """A zero-shot label set: names and their embeddings, row i for ``names[i]``.
+
+    ``embeddings`` is (len(names), label_embedding_dim), e.g. from
+    ``hf_mlcls.models.text_encoding.encode_label_names(names, text_encoder)``.
+    """
+
+    names: list[str]
+    embeddings: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.names = list(self.names)
+        self.embeddings = torch.as_tensor(self.embeddings, dtype=torch.float32)
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.names):
+            raise ValueError(
+                f"LabelSet: embeddings of shape {tuple(self.embeddings.shape)} do not fit {len(self.names)} names"
+            )
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -92,9 +114,23 @@ class MultiLabelTrainer(Trainer):
     is saved in every checkpoint (`ema.safetensors`) and restored on resume.
     """
 
-    def __init__(self, *args, recipe: RecipeArguments | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        recipe: RecipeArguments | None = None,
+        eval_label_sets: Mapping[str, LabelSet] | None = None,
+        **kwargs,
+    ) -> None:
+        """``eval_label_sets`` (zero-shot ML-Decoder only): ``{name: LabelSet}`` for evaluation sets named
+        in ``eval_dataset`` (a dict): each is evaluated, raw and EMA weights alike, with its own labels'
+        embeddings in place of the training ones (metrics ``eval_{name}_*`` and ``eval_{name}_ema_*``),
+        which come back afterwards. The model trains on the label set it holds when the trainer is built.
+        """
         super().__init__(*args, **kwargs)
         self.recipe = recipe or RecipeArguments()
+        self.eval_label_sets = dict(eval_label_sets or {})
+        if self.eval_label_sets:
+            self._check_label_sets()
         self.ema = None
         if self.recipe.ema_decay > 0:
             from timm.utils import ModelEmaV3
@@ -137,8 +173,77 @@ class MultiLabelTrainer(Trainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    # ---- zero-shot label sets --------------------------------------------------------------
+    def _check_label_sets(self) -> None:
+        config = self.model.config
+        if not getattr(config, "zero_shot", False) or not hasattr(self.model, "set_label_embeddings"):
+            raise ValueError("eval_label_sets needs a zero-shot ML-Decoder (config.zero_shot=True)")
+        if not isinstance(self.eval_dataset, Mapping):
+            raise ValueError("eval_label_sets needs eval_dataset as a dict {name: dataset} with the same names")
+        for name, label_set in self.eval_label_sets.items():
+            if name not in self.eval_dataset:
+                raise ValueError(f"eval_label_sets: {name!r} is not an evaluation set (they are {list(self.eval_dataset)})")
+            if label_set.embeddings.shape[1] != config.label_embedding_dim:
+                raise ValueError(
+                    f"eval_label_sets[{name!r}]: {label_set.embeddings.shape[1]}-wide embeddings for a model with "
+                    f"label_embedding_dim {config.label_embedding_dim}"
+                )
+            features = getattr(self.eval_dataset[name], "features", None)
+            labels = features.get("labels") if features is not None else None
+            data_names = list(getattr(getattr(labels, "feature", labels), "names", None) or [])
+            if data_names and data_names != label_set.names:
+                raise ValueError(
+                    f"eval_label_sets[{name!r}]: the label names are not those of the evaluation set, in the same order "
+                    f"({len(label_set.names)} names vs {len(data_names)}; first {label_set.names[:3]} vs {data_names[:3]})"
+                )
+
+    @contextmanager
+    def _labels_swapped(self, label_set: LabelSet | None):
+        """Give the model (and its EMA) ``label_set`` for the duration; the training labels come back after."""
+        if label_set is None:
+            yield
+            return
+        models = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        saved = []
+        for m in models:
+            config = m.config
+            saved.append((m, m.model.label_embeddings, [config.id2label[i] for i in range(config.num_labels)]))
+        try:
+            for m in models:
+                m.set_label_embeddings(label_set.embeddings, label_set.names)
+            yield
+        finally:
+            for m, embeddings, names in saved:
+                m.set_label_embeddings(embeddings, names)  # the same tensor object: optimizer/DDP references stay valid
+
+    def _evaluate_label_sets(self, eval_dataset, ignore_keys, metric_key_prefix, label_set):
+        target = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(target, Mapping):
+            items = [(name, name if eval_dataset is None else ds, self.eval_label_sets.get(name)) for name, ds in target.items()]
+        else:
+            items = [(None, eval_dataset, label_set)]
+        metrics = {}
+        for name, dataset, labels in items:
+            prefix = metric_key_prefix if name is None else f"{metric_key_prefix}_{name}"
+            with self._labels_swapped(labels):
+                found = super().evaluate(dataset, ignore_keys, prefix)
+                if self.ema is not None:
+                    _swap_weights(self.model, self.ema.module)
+                    try:
+                        found.update(super().evaluate(dataset, ignore_keys, f"{prefix}_ema"))
+                    finally:
+                        _swap_weights(self.model, self.ema.module)
+            metrics.update(found)
+            if self.is_world_process_zero():
+                print((f"{name}: " if name else "") + summary_line(found, prefix, self.state.epoch), flush=True)
+        return metrics
+
     # ---- evaluation ---------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", label_set: LabelSet | None = None):
+        """Raw and EMA metrics. Zero-shot: each evaluation set named in ``eval_label_sets`` (or the one
+        ``eval_dataset`` given with ``label_set``) is scored with its own label set."""
+        if self.eval_label_sets or label_set is not None:
+            return self._evaluate_label_sets(eval_dataset, ignore_keys, metric_key_prefix, label_set)
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         if self.ema is not None:
             _swap_weights(self.model, self.ema.module)
@@ -228,7 +333,7 @@ def load_ema(module: nn.Module, folder: str) -> bool:
     return True
 
 
-SUMMARY_KEYS = (("mAP", "mAP"), ("CF1", "CF1"), ("OF1", "OF1"))
+SUMMARY_KEYS = (("mAP", "mAP"), ("CF1", "CF1"), ("OF1", "OF1"), ("F1_top3", "F1@3"), ("F1_top5", "F1@5"))
 
 
 def summary_line(metrics: dict, prefix: str = "eval", epoch: float | None = None) -> str:
