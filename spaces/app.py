@@ -585,8 +585,9 @@ def zero_shot(file, labels_text, model_name, threshold):
             model = loaded.model
             old = model.model.label_embeddings.detach().clone()
             old_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            old_encoder = getattr(model.config, "text_encoder", None)
             try:
-                model.set_label_names(names)
+                model.set_label_names(names)  # embedded by the model's own text encoder (config.text_encoder)
                 names = [model.config.id2label[i] for i in range(model.config.num_labels)]  # the model's order
                 with torch.inference_mode():
                     inputs = loaded.processor(images=[image], return_tensors="pt")
@@ -595,6 +596,7 @@ def zero_shot(file, labels_text, model_name, threshold):
                 maps = out.cross_attentions[-1][0].float().numpy()
             finally:  # leave the model as the Classify tab knows it
                 model.set_label_embeddings(old, old_names)
+                model.config.text_encoder = old_encoder
     except UserFacingError as err:
         return {}, message("error", str(err)), None
     except Exception as err:
