@@ -16,6 +16,7 @@ from .core import (
     DatasetLayoutError,
     SplitRows,
     build_dataset,
+    is_valid_path_text,
     merge_dict,
     parse_json_bytes,
     read_bytes,
@@ -69,7 +70,7 @@ def _categories(data: dict, path: str) -> tuple[list[int], list[str]]:
         raise DatasetLayoutError(f"{path}: no 'categories' list; not a COCO instances file")
     ids, names = [], []
     for i, cat in enumerate(cats):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
+        if not isinstance(cat, dict) or not _is_int64(cat.get("id")) or "name" not in cat:
             raise DatasetLayoutError(f"{path}: categories[{i}] needs an integer 'id' and a 'name', got {cat!r}")
         ids.append(cat["id"])
         names.append(str(cat["name"]))
@@ -87,13 +88,18 @@ def _categories(data: dict, path: str) -> tuple[list[int], list[str]]:
     return ids, names
 
 
+def _is_int64(value) -> bool:
+    """An integer that fits an int64 (the standard library's parser gives any size)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
 def _int_column(items: list, key: str, path: str, section: str) -> np.ndarray:
     try:
         return np.fromiter(map(operator.itemgetter(key), items), dtype=np.int64, count=len(items))
     except (KeyError, TypeError, ValueError, OverflowError):
         for i, item in enumerate(items):
             value = item.get(key) if isinstance(item, dict) else None
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            if not _is_int64(value):
                 ident = item.get("id") if isinstance(item, dict) else None
                 raise DatasetLayoutError(
                     f"{path}: {section}[{i}] (id {ident}) has no integer {key!r}: {value!r}"
@@ -173,7 +179,7 @@ def parse_coco_instances(
         name = images[i].get("file_name") if isinstance(images[i], dict) else None
         if not isinstance(name, str):
             raise DatasetLayoutError(f"{path}: image id {int(image_ids[i])} has no 'file_name' string")
-        if name and name not in (".", "..") and not any(c in name for c in sep_chars):
+        if name not in (".", "..") and is_valid_path_text(name) and not any(c in name for c in sep_chars):
             paths.append(prefix + name)  # a bare file name cannot leave image_dir
         else:
             paths.append(resolve_image_path(root, image_dir, name, f"{path}: image id {int(image_ids[i])}"))

@@ -4,6 +4,7 @@ Python encode."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -73,6 +74,43 @@ def require_file(path: str, what: str, layout: str, *, directory: bool = False) 
     return path
 
 
+def is_valid_path_text(text: str) -> bool:
+    """Non-empty, no NUL byte, and encodable for the file system (a JSON ``\\ud800``
+    escape gives a lone surrogate, which no file name can hold)."""
+    if not text or "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def utf8_text(path: str):
+    """Around the reading of a text file: a byte sequence that is not UTF-8 becomes a
+    :class:`DatasetLayoutError` naming the file and line (instead of a bare
+    ``UnicodeDecodeError`` that names neither)."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        line = ""
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            raw.decode("utf-8")
+        except UnicodeDecodeError as again:
+            line = ":" + str(raw.count(b"\n", 0, again.start) + 1)
+        except OSError:
+            pass
+        raise DatasetLayoutError(
+            f"{path}{line}: not UTF-8 text ({exc.reason}: byte {exc.object[exc.start:exc.start + 1]!r}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def resolve_image_path(root: str, image_dir: str, name: str, where: str) -> str:
     """Join ``name`` onto ``image_dir`` and refuse anything that lands outside ``root``.
 
@@ -81,7 +119,7 @@ def resolve_image_path(root: str, image_dir: str, name: str, where: str) -> str:
     not. ``where`` names the row for the error (file and line, or image id).
     """
     text = str(name)
-    if not text or "\x00" in text:
+    if not is_valid_path_text(text):
         raise DatasetLayoutError(f"{where}: invalid image path {text!r}")
     path = os.path.normpath(os.path.join(image_dir, text))
     if path != root and not path.startswith(root + os.sep):
@@ -366,6 +404,8 @@ def parse_json_bytes(raw: bytes, path: str, what: str) -> Any:
         except ImportError:
             return json.loads(raw)
         return orjson.loads(raw)
+    except RecursionError:  # the standard library's parser on absurdly deep nesting
+        raise DatasetLayoutError(f"{what}: malformed JSON in {path}: nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise DatasetLayoutError(f"{what}: malformed JSON in {path} at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:

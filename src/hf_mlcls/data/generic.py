@@ -26,6 +26,7 @@ from .core import (
     resolve_image_path,
     resolve_splits,
     unknown_names_error,
+    utf8_text,
     warn_skipped,
 )
 
@@ -42,6 +43,11 @@ JSONL_LAYOUT = """  <data_dir>/
         one object per line: {{"{image}": "images/001.jpg", "{labels}": ["cat", "dog"]}}
     optional classes.txt (one class name per line: fixes the class order)
     the images, at the paths the files give (relative to <data_dir>)"""
+
+
+#: Labels given as bare indices (no ``classes=``) name classes "0".."N-1"; an index this
+#: large is a typo or an id column, not a class (Open Images has 19,958 labels in all).
+MAX_INDEX_CLASSES = 100_000
 
 
 def parse_label_cell(cell: Any, separator: str = "|") -> list:
@@ -63,13 +69,15 @@ def parse_label_cell(cell: Any, separator: str = "|") -> list:
     if text.startswith("["):
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 value = ast.literal_eval(text)
-            except (ValueError, SyntaxError) as exc:
-                raise ValueError(f"label list {text!r} is neither JSON nor a Python list literal ({exc})") from None
+            except (ValueError, SyntaxError, RecursionError, MemoryError) as exc:
+                shown = text if len(text) <= 80 else text[:77] + "..."
+                raise ValueError(f"label list {shown!r} is neither JSON nor a Python list literal ({str(exc)[:200]})") from None
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"label list {text!r} is not a list")
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise ValueError(f"label list {shown!r} is not a list")
         return list(value)
     return [t.strip() for t in text.split(separator) if t.strip()]
 
@@ -77,7 +85,7 @@ def parse_label_cell(cell: Any, separator: str = "|") -> list:
 def read_class_list(path: str) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""
     require_file(path, "class list", "  one class name per line")
-    with open(path, encoding="utf-8-sig") as fh:
+    with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
         names = [line.strip() for line in fh if line.strip()]
     return check_class_names(names, path)
 
@@ -141,6 +149,16 @@ class _LabelResolver:
         if self.classes is None:
             if mode == "index":
                 top = max((int(t) for t in all_tokens), default=-1)
+                if top >= MAX_INDEX_CLASSES:
+                    where = next(
+                        (s.refs[r] for s in splits for col in (s.tokens, s.unknown_tokens or [])
+                         for r, row in enumerate(col) if any(_is_int_token(t) and int(t) == top for t in row)),
+                        "?",
+                    )
+                    raise DatasetLayoutError(
+                        f"{where}: label index {top} would make {top + 1} classes (unnamed indices must be below "
+                        f"{MAX_INDEX_CLASSES}); pass classes= (a list or a classes.txt) to name the classes"
+                    )
                 self.classes = [str(i) for i in range(top + 1)]
             else:
                 self.classes = sorted({str(t) for t in all_tokens})
@@ -258,7 +276,7 @@ def read_csv_rows(path: str, delimiter: str = ",", required: Sequence[str] = (),
     """Yield ``(line_number, row_dict)`` from a CSV with a header holding the
     ``required`` columns; ragged or malformed lines raise an error naming the file
     and line."""
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         reader = csv.DictReader(fh, delimiter=delimiter, strict=True)
         try:
             header = reader.fieldnames
@@ -368,7 +386,7 @@ def load_jsonl(
         base = os.path.basename(path)
         unknown: list = []
         has_unknown = False
-        with open(path, encoding="utf-8-sig") as fh:
+        with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue

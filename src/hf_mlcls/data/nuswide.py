@@ -20,6 +20,7 @@ from .core import (
     merge_dict,
     resolve_image_path,
     resolve_splits,
+    utf8_text,
 )
 from .generic import _build_splits, _class_option, _LabelResolver, _RawSplit, parse_label_cell, read_class_list
 
@@ -58,7 +59,7 @@ def _list_entry(text: str, where: str) -> str:
 def _read_labels_file(path: str, n: int) -> np.ndarray:
     values = np.zeros(n, dtype=bool)
     count = 0
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             text = line.strip()
             if not text:
@@ -95,7 +96,7 @@ def _load_official(root, *, splits, image_root, verify_images, strict, num_threa
         if not os.path.isfile(lp):
             raise MissingDatasetFileError(f"nus-wide split {split!r}: expected file {lp} does not exist.\nExpected layout:\n{OFFICIAL_LAYOUT}")
         entries, seen = [], {}
-        with open(lp, encoding="utf-8") as fh:
+        with open(lp, encoding="utf-8") as fh, utf8_text(lp):
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     entry = _list_entry(line, f"{lp}:{lineno}")
@@ -139,7 +140,7 @@ def _load_csv(root, *, splits, csv_file, classes, drop_unlisted_labels, verify_i
     by_value = {v: k for k, v in wanted.items()}
     raws = {split: _RawSplit(source=f"{path} (split {value!r})") for split, value in wanted.items()}
     base = os.path.basename(path)
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         reader = csv.reader(fh)
         try:
             header = next(reader, None)

@@ -30,6 +30,7 @@ from .core import (
     merge_dict,
     resolve_splits,
     unknown_names_error,
+    utf8_text,
 )
 
 __all__ = ["load_openimages"]
@@ -70,7 +71,7 @@ def _user_path(root: str, path: str) -> str:
 
 def _read_descriptions(path: str) -> tuple[list[str], list[str]]:
     mids, names, seen = [], [], {}
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         reader = csv.reader(fh)
         try:
             for row in reader:
@@ -95,7 +96,7 @@ def _read_descriptions(path: str) -> tuple[list[str], list[str]]:
 
 def _locate_csv_problem(path: str, arrow_message: str) -> DatasetLayoutError:
     """pyarrow says *that* a CSV is malformed; re-read it with :mod:`csv` to say *where*."""
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         reader = csv.reader(fh)
         try:
             header = next(reader, None)
@@ -202,7 +203,7 @@ def load_openimages(
         if trainable_path is None:
             class_mids = mids
         else:
-            with open(trainable_path, encoding="utf-8-sig") as fh:
+            with open(trainable_path, encoding="utf-8-sig") as fh, utf8_text(trainable_path):
                 class_mids = [line.strip() for line in fh if line.strip()]
             unknown = [m for m in class_mids if m not in display_of]
             if unknown:

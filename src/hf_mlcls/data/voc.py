@@ -19,6 +19,7 @@ from .core import (
     resolve_image_path,
     resolve_splits,
     unknown_names_error,
+    utf8_text,
 )
 
 __all__ = ["VOC_CLASSES", "load_voc"]
@@ -54,7 +55,7 @@ def _find_voc_root(data_dir: str, year: int) -> str:
 
 def _read_image_set(path: str) -> list[tuple[str, int]]:
     ids, seen = [], {}
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:
