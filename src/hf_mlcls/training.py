@@ -6,12 +6,15 @@ pushing) is the `transformers.Trainer`'s own.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -106,6 +109,16 @@ def _swap_weights(a: nn.Module, b: nn.Module) -> None:
             ta.data, tb.data = tb.data, ta.data
 
 
+def _put_label_set(model: nn.Module, embeddings: torch.Tensor, names: list[str], copy: bool = True) -> None:
+    """A zero-shot ML-Decoder's label set, in the dtype and device of the buffer it replaces (checked at init)."""
+    current = model.model.label_embeddings
+    embeddings = embeddings.to(device=current.device, dtype=current.dtype)  # itself when they match
+    model.model.label_embeddings = embeddings.clone() if copy else embeddings
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: i for i, name in enumerate(names)}
+    model.classifier.num_labels = len(names)
+
+
 class MultiLabelTrainer(Trainer):
     """`Trainer` with the weights' EMA evaluated and saved beside the raw weights.
 
@@ -138,6 +151,8 @@ class MultiLabelTrainer(Trainer):
             self.ema = ModelEmaV3(self.model, decay=self.recipe.ema_decay)
             self.ema.module.requires_grad_(False)
             self.add_callback(EMACallback(self.ema))
+        if self.compute_metrics is not None:
+            self.compute_metrics = CountSkippedClasses(self.compute_metrics, lambda: getattr(self.model.config, "id2label", {}))
 
     # ---- optimisation -------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -210,11 +225,11 @@ class MultiLabelTrainer(Trainer):
             saved.append((m, m.model.label_embeddings, [config.id2label[i] for i in range(config.num_labels)]))
         try:
             for m in models:
-                m.set_label_embeddings(label_set.embeddings, label_set.names)
+                _put_label_set(m, label_set.embeddings, label_set.names)
             yield
         finally:
             for m, embeddings, names in saved:
-                m.set_label_embeddings(embeddings, names)  # the same tensor object: optimizer/DDP references stay valid
+                _put_label_set(m, embeddings, names, copy=False)  # the very tensor object: DDP's buffer list stays valid
 
     def _evaluate_label_sets(self, eval_dataset, ignore_keys, metric_key_prefix, label_set):
         target = self.eval_dataset if eval_dataset is None else eval_dataset
@@ -279,7 +294,15 @@ class MultiLabelTrainer(Trainer):
                 f"{resume_from_checkpoint!r} was not completely written (the run stopped while saving it); "
                 "resume from an earlier checkpoint or pass --resume_from_checkpoint True to pick the last complete one"
             )
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        except (Exception, KeyboardInterrupt) as err:
+            # Whatever stopped the run (a data-loading worker, a full disk, Ctrl-C), say where it
+            # stopped and what can be resumed; the traceback says why.
+            note = stopped_note(err, self.args.output_dir, self.state.global_step)
+            err.add_note(note)
+            logger.error(note)
+            raise
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -300,6 +323,82 @@ class MultiLabelTrainer(Trainer):
             self.model.load_state_dict(self.ema.module.state_dict())
             self.callback_handler.callbacks = [c for c in self.callback_handler.callbacks if not isinstance(c, EMACallback)]
             self.ema = None
+
+
+class CountSkippedClasses:
+    """Wraps a Trainer ``compute_metrics``: adds ``num_classes_skipped`` (classes with no positive in
+    the evaluation set, which AP leaves out) when it is missing, and warns once per set of such
+    classes, naming them. ``id2label`` is a mapping or a callable returning the current one."""
+
+    def __init__(self, compute_metrics, id2label=None) -> None:
+        self.compute_metrics = compute_metrics
+        self.id2label = id2label
+        self._warned: tuple | None = None
+
+    def __call__(self, eval_pred, *args, **kwargs):
+        metrics = self.compute_metrics(eval_pred, *args, **kwargs)
+        labels = getattr(eval_pred, "label_ids", None)
+        if isinstance(labels, (tuple, list)):
+            labels = labels[0]
+        if not isinstance(metrics, dict) or "num_classes_skipped" in metrics or labels is None:
+            return metrics
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            return metrics
+        empty = np.flatnonzero(~(labels == 1).any(axis=0))
+        metrics = {**metrics, "num_classes_skipped": int(empty.size)}
+        if empty.size and tuple(empty.tolist()) != self._warned:
+            self._warned = tuple(empty.tolist())
+            id2label = (self.id2label() if callable(self.id2label) else self.id2label) or {}
+            names = ", ".join(str(id2label.get(int(i), int(i))) for i in empty[:20]) + (" ..." if empty.size > 20 else "")
+            logger.warning(
+                "%d of %d classes have no positive in the evaluation set (%s): they are left out of mAP and "
+                "of the class means, and counted in num_classes_skipped",
+                empty.size, labels.shape[1], names,
+            )
+        return metrics
+
+
+def stopped_note(err: BaseException, output_dir: str | None, step: int) -> str:
+    """One sentence for an exception that ended training: where it stopped, what was not
+    completely written, and the checkpoint to resume from."""
+    parts = [f"hf_mlcls: training stopped at step {step}"]
+    has_dir = bool(output_dir) and os.path.isdir(output_dir)
+    incomplete = sorted(
+        name for name in (os.listdir(output_dir) if has_dir else [])
+        if name.startswith("checkpoint-") and os.path.exists(os.path.join(output_dir, name, INCOMPLETE_MARKER))
+    )
+    last = last_complete_checkpoint(output_dir) if has_dir else None
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
+        parts.append(f"the disk is full{where}: free some space (or set save_total_limit) before resuming")
+    elif incomplete and last:
+        # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): look at the disk itself
+        free, needed = shutil.disk_usage(output_dir).free, _folder_size(last)
+        if free < needed:
+            parts.append(
+                f"the disk is full: {free / 2**20:.1f} MB free where {output_dir} is, less than one checkpoint "
+                f"({needed / 2**20:.1f} MB); free some space (or set save_total_limit) before resuming"
+            )
+    if "DataLoader worker" in str(err):
+        parts.append(
+            "a data-loading worker failed (its error is above; a worker killed by a signal is often out of memory: "
+            "lower dataloader_num_workers or the batch size)"
+        )
+    if incomplete:
+        parts.append(f"{', '.join(incomplete)} was not completely written and is never resumed from")
+    if last:
+        parts.append(
+            f"the last complete checkpoint is {last}: resume with resume_from_checkpoint=True "
+            "(examples/train.py: --resume_from_checkpoint true)"
+        )
+    else:
+        parts.append(f"there is no complete checkpoint in {output_dir!r} to resume from")
+    return "; ".join(parts) + "."
+
+
+def _folder_size(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
@@ -344,4 +443,6 @@ def summary_line(metrics: dict, prefix: str = "eval", epoch: float | None = None
             parts.append(f"{label} {metrics[f'{prefix}_{key}']:.2f}")
     if f"{prefix}_ema_mAP" in metrics:
         parts.append(f"EMA mAP {metrics[f'{prefix}_ema_mAP']:.2f}")
+    if metrics.get(f"{prefix}_num_classes_skipped"):
+        parts.append(f"{metrics[f'{prefix}_num_classes_skipped']} classes without positives skipped")
     return " | ".join(parts)
