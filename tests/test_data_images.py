@@ -1,9 +1,11 @@
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from data_fixtures import rgb16_png, write_image
 
 from hf_mlcls.data import ImageOpenError, check_image_file, open_rgb
+from hf_mlcls.data.images import open_rgb_tensor
 
 
 @pytest.mark.parametrize("kind", ["rgb", "png", "gray", "palette", "cmyk", "gray16", "rgba", "la"])
@@ -75,3 +77,45 @@ def test_check_missing_and_truncated_png(tmp_path):
     open(path, "wb").write(data[: len(data) - 30])
     assert check_image_file(path) is not None
     assert check_image_file(path, "none") is None
+
+
+@pytest.mark.parametrize("kind", ["rgb", "png", "gray", "palette", "cmyk", "gray16", "rgba", "la"])
+def test_tensor_opening_gives_open_rgb_pixels(tmp_path, kind):
+    path = write_image(str(tmp_path / f"x.{kind}"), kind, seed=4, size=37)
+    expected = np.asarray(open_rgb(path))
+    for source in (path, open(path, "rb").read(), {"bytes": None, "path": path}, PIL.Image.open(path)):
+        x = open_rgb_tensor(source)
+        assert x.dtype == torch.uint8 and x.shape == (3, 37, 37)
+        np.testing.assert_array_equal(x.permute(1, 2, 0).numpy(), expected)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(progressive=True), dict(subsampling=0), dict(subsampling=1)])
+def test_tensor_opening_of_jpeg_variants(tmp_path, options):
+    # torchvision's libjpeg-turbo decode must give PIL's pixels, whatever the JPEG flavour
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "v.jpg")
+    PIL.Image.fromarray(rng.integers(0, 255, (45, 61, 3), dtype=np.uint8)).save(path, quality=85, **options)
+    np.testing.assert_array_equal(open_rgb_tensor(path).permute(1, 2, 0).numpy(), np.asarray(open_rgb(path)))
+
+
+def test_tensor_opening_draft_and_writable(tmp_path):
+    path = str(tmp_path / "big.jpg")
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 600, 3), dtype=np.uint8)).save(path)
+    assert open_rgb_tensor(path, draft_size=(100, 100)).shape == (3, 100, 150)  # 1/4 scale, as open_rgb
+    np.testing.assert_array_equal(
+        open_rgb_tensor(path, draft_size=(100, 100)).permute(1, 2, 0).numpy(), np.asarray(open_rgb(path, (100, 100)))
+    )
+    assert open_rgb_tensor(path, draft_size=(300, 300)).shape == (3, 400, 600)
+    image = PIL.Image.new("RGB", (4, 4), (9, 9, 9))
+    x = open_rgb_tensor(image)
+    x.zero_()  # a copy: the caller's image is untouched
+    assert image.getpixel((0, 0)) == (9, 9, 9)
+
+
+@pytest.mark.parametrize("kind", ["empty", "corrupt", "truncated"])
+def test_tensor_opening_errors_name_the_file(tmp_path, kind):
+    path = write_image(str(tmp_path / "bad.jpg"), kind)
+    with pytest.raises(ImageOpenError, match="bad.jpg"):
+        open_rgb_tensor(path)
+    with pytest.raises(ImageOpenError, match="nope.jpg"):
+        open_rgb_tensor(str(tmp_path / "nope.jpg"))
