@@ -48,15 +48,34 @@ class MultiLabelCollator:
         as_list = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
         return label_vector(as_list, self.num_classes, row.get("unknown_labels"), row.get("negative_labels"))
 
+    def _scale_uint8(self, images: list[torch.Tensor]) -> torch.Tensor:
+        # One image at a time into the batch: each image's passes stay in cache, where
+        # whole-batch passes would stream the batch through memory four times. Same
+        # operations, same order, so the same bits as scaling the stacked batch.
+        out = torch.empty((len(images),) + tuple(images[0].shape), dtype=torch.float32)
+        mean = None if self.image_mean is None else self.image_mean[0]
+        std = None if self.image_std is None else self.image_std[0]
+        for i, image in enumerate(images):
+            x = out[i]
+            x.copy_(image)
+            x.div_(255)
+            if mean is not None:
+                x.sub_(mean).div_(std)
+        return out
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
             raise ValueError("empty batch")
-        pixel_values = torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows])
-        if pixel_values.dtype == torch.uint8:
-            pixel_values = pixel_values.float().div_(255)
-            if self.image_mean is not None:
-                pixel_values.sub_(self.image_mean).div_(self.image_std)
-        elif not pixel_values.dtype.is_floating_point:
-            pixel_values = pixel_values.float()
+        images = [torch.as_tensor(r["pixel_values"]) for r in rows]
+        if all(x.dtype == torch.uint8 for x in images) and len({tuple(x.shape) for x in images}) == 1:
+            pixel_values = self._scale_uint8(images)
+        else:
+            pixel_values = torch.stack(images)
+            if pixel_values.dtype == torch.uint8:  # mixed shapes were refused by stack; mixed dtypes land here
+                pixel_values = pixel_values.float().div_(255)
+                if self.image_mean is not None:
+                    pixel_values.sub_(self.image_mean).div_(self.image_std)
+            elif not pixel_values.dtype.is_floating_point:
+                pixel_values = pixel_values.float()
         labels = torch.stack([self._labels(r) for r in rows]).float()
         return {"pixel_values": pixel_values, "labels": labels}
