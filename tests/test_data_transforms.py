@@ -20,6 +20,7 @@ from hf_mlcls.data import (
     load_report,
     transforms_from_image_processor,
 )
+from hf_mlcls.data.transforms import OFFICIAL_RANDAUGMENT_OPS, build_randaugment
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -164,3 +165,126 @@ def test_save_and_reload_keeps_names_and_report(coco_ds, tmp_path):
         tds["validation"][1]["pixel_values"],
         apply_transforms(coco_ds, eval_transform=build_eval_transform(16))["validation"][1]["pixel_values"],
     )
+
+
+# --- fast paths: each compared with the straightforward one -------------------------------
+
+def _photo(size, seed=0):
+    """A smooth image with edges and flat areas (where float rounding would show first)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    image = PIL.Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize((w, h), PIL.Image.BICUBIC)
+    PIL.ImageDraw.Draw(image).rectangle([w // 4, h // 4, w // 2, h // 2], fill=(200, 30, 90))
+    return image
+
+
+def _op(ra, name):
+    op = next(op for op in ra.ops if op.name == name)
+    op.prob = 1.0
+    return op
+
+
+@pytest.mark.parametrize("name", ["ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX", "TranslateY",
+                                  "Sharpness"])
+@pytest.mark.parametrize("size", [(64, 48), (31, 17), (3, 5), (1, 1)])
+def test_fast_randaugment_ops_match_pil(name, size):
+    ops = list(OFFICIAL_RANDAUGMENT_OPS) + ["TranslateX", "TranslateY"]
+    slow, fast = _op(build_randaugment(ops=ops, fast=False), name), _op(build_randaugment(ops=ops, fast=True), name)
+    assert fast.aug_fn is not slow.aug_fn
+    image = _photo(size)
+    worst, differing = 0, 0
+    for seed in range(40):  # magnitudes, signs and bilinear / bicubic drawn by each seed
+        random.seed(seed)
+        a = np.asarray(slow(image)).astype(int)
+        state = random.getstate()
+        random.seed(seed)
+        b = np.asarray(fast(image)).astype(int)
+        assert random.getstate() == state  # the same random draws
+        worst, differing = max(worst, np.abs(a - b).max()), differing + (a != b).sum()
+    assert worst <= (0 if name == "Sharpness" else 1)
+    assert differing <= 0.01 * 40 * image.size[0] * image.size[1] * 3
+
+
+def test_fast_ops_fall_back_to_pil_where_they_do_not_apply():
+    for name in ("ShearX", "TranslateYRel", "Sharpness"):
+        slow, fast = _op(build_randaugment(fast=False), name), _op(build_randaugment(fast=True), name)
+        for image in (_photo((20, 16)).convert("RGBA"),) + ((_photo((20, 16)).convert("L"),) if name == "Sharpness" else ()):
+            random.seed(1)
+            a = slow(image)
+            random.seed(1)
+            b = fast(image)
+            assert a.mode == b.mode and a.tobytes() == b.tobytes()
+        # other filters than bilinear / bicubic, and no fill colour
+        for op in (slow, fast):
+            op.kwargs = dict(resample=PIL.Image.NEAREST)
+        random.seed(1)
+        a = slow(_photo((20, 16)))
+        random.seed(1)
+        assert a.tobytes() == fast(_photo((20, 16))).tobytes()
+
+
+def test_fast_randaugment_same_draws_same_images():
+    images = [_photo((48, 48), seed) for seed in range(5)] + [_photo((33, 20), 9)]
+    slow, fast = build_randaugment(fast=False), build_randaugment(fast=True)
+    for seed in range(60):
+        for image in images:
+            random.seed(seed), np.random.seed(seed)
+            a = np.asarray(slow(image)).astype(int)
+            states = random.getstate(), np.random.get_state()[1].copy()
+            random.seed(seed), np.random.seed(seed)
+            b = np.asarray(fast(image)).astype(int)
+            assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+            assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["rgb", "png", "cmyk"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_torchvision_backend_eval_within_one_level(tmp_path, kind, interpolation):
+    from torchvision import transforms as T
+
+    path = write_image(str(tmp_path / f"a.{kind}"), kind, seed=3, size=57)
+    resample = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                "nearest": T.InterpolationMode.NEAREST}[interpolation]
+    for size in (20, 32):  # downscaling
+        official = T.Compose([T.Resize((size, size), interpolation=resample), T.PILToTensor()])(
+            PIL.Image.open(path).convert("RGB"))
+        ours = build_eval_transform(size, uint8_output=True, interpolation=interpolation, backend="torchvision")(path)
+        assert ours.dtype == torch.uint8 and ours.shape == (3, size, size) and ours.is_contiguous()
+        worst = (ours.int() - official.int()).abs().max()
+        assert worst <= (0 if interpolation == "nearest" else 1)
+    floats = build_eval_transform(32, MEAN, STD, backend="torchvision")(path)
+    exact = build_eval_transform(32, MEAN, STD)(path)
+    assert floats.is_contiguous() and (floats - exact).abs().max() <= 1.01 / 255 / min(STD)
+
+
+def test_torchvision_backend_train(tmp_path):
+    path = write_image(str(tmp_path / "a.jpg"), "rgb", size=64)
+    tv = build_train_transform(32, MEAN, STD, backend="torchvision", draft=False)
+    pil = build_train_transform(32, MEAN, STD, draft=False)
+    assert tv.backend == "torchvision" and "torchvision" in repr(tv)
+    for seed in range(20):
+        random.seed(seed), np.random.seed(seed)
+        a = tv(path)
+        random.seed(seed), np.random.seed(seed)
+        b = pil(path)
+        assert a.shape == b.shape == (3, 32, 32)
+        # a 1-level resize difference may cross a Solarize / Posterize threshold: compare most values
+        assert ((a - b).abs() > 1.01 / 255 / min(STD)).float().mean() < 0.02
+    no_aug = build_train_transform(32, MEAN, STD, cutout=False, randaugment=False, backend="torchvision", draft=False)
+    assert (no_aug(path) - build_eval_transform(32, MEAN, STD)(path)).abs().max() <= 1.01 / 255 / min(STD)
+    image = PIL.Image.new("RGB", (16, 16), (0, 0, 0))
+    build_train_transform(16, randaugment=False, backend="torchvision")(image)
+    assert image.getextrema() == ((0, 0), (0, 0), (0, 0))
+    with pytest.raises(ValueError, match="backend"):
+        build_eval_transform(16, backend="cv2")
+
+
+def test_collator_scales_uint8_image_by_image_with_the_batch_arithmetic():
+    rows = [{"pixel_values": torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8), "labels": torch.zeros(2)}
+            for _ in range(4)]
+    batch = MultiLabelCollator(image_mean=MEAN, image_std=STD)(rows)["pixel_values"]
+    stacked = torch.stack([r["pixel_values"] for r in rows]).float().div_(255)
+    stacked.sub_(torch.tensor(MEAN).view(1, 3, 1, 1)).div_(torch.tensor(STD).view(1, 3, 1, 1))
+    assert torch.equal(batch, stacked)
+    plain = MultiLabelCollator()(rows)["pixel_values"]
+    assert torch.equal(plain, torch.stack([r["pixel_values"] for r in rows]).float().div_(255))

@@ -15,6 +15,22 @@ normalisation; evaluation is resize → tensor → normalisation. Here:
 - decoding goes through :func:`hf_mlcls.data.images.open_rgb` (any mode → RGB); the
   train transform lets a JPEG decode at a reduced scale when the target is at most
   half its size (``draft``), which is cheap and changes only the downscale filter.
+
+Speed (measured in ``bench/bench_data.py``, numbers in ``docs/benchmarks.md``):
+
+- RandAugment's shear / translate ops and Sharpness run through NumPy versions of PIL's
+  own arithmetic (:func:`build_randaugment`, ``fast=True``, the default): same random
+  draws, same sampling positions, border and fill rules, the same bilinear and
+  (a = -1) bicubic kernels and truncation; an output value differs from PIL's by at
+  most 1 (float32 against PIL's double), Sharpness not at all. PIL is used for all
+  other ops, for non-RGB images and for other resampling filters.
+- ``backend="torchvision"`` decodes JPEGs with libjpeg-turbo straight into a uint8
+  tensor (the same pixels PIL decodes) and resizes that tensor with torchvision's
+  antialiased uint8 kernel (Pillow's algorithm; a value differs from PIL's resize by at
+  most 1 when downscaling, 2 when upscaling, on a small fraction of values). Cutout and
+  RandAugment still see a PIL image, so the augmentation draws are unchanged.
+  ``backend="pil"`` (the default) keeps the eval transform bit-exact with the
+  official one.
 """
 
 from __future__ import annotations
@@ -27,9 +43,10 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .images import open_rgb
+from .images import open_rgb, open_rgb_tensor
 
 __all__ = [
+    "BACKENDS",
     "OFFICIAL_RANDAUGMENT_OPS",
     "Cutout",
     "ImageTransform",
@@ -53,6 +70,10 @@ OFFICIAL_RANDAUGMENT_OPS = (
 OFFICIAL_RANDAUGMENT_CONFIG = "rand-n2-m10-mstd101"
 
 _INTERPOLATION = {"bilinear": PIL.Image.BILINEAR, "bicubic": PIL.Image.BICUBIC, "nearest": PIL.Image.NEAREST}
+
+#: Where decoding and resizing happen: ``"pil"`` (PIL, the official pipeline's calls) or
+#: ``"torchvision"`` (libjpeg-turbo decode into a tensor, torchvision's uint8 resize).
+BACKENDS = ("pil", "torchvision")
 
 
 def _size(image_size: Union[int, Sequence[int]]) -> tuple[int, int]:
@@ -90,12 +111,190 @@ class Cutout:
         return f"Cutout(factor={self.factor})"
 
 
-def build_randaugment(config: str = OFFICIAL_RANDAUGMENT_CONFIG, ops: Optional[Sequence[str]] = OFFICIAL_RANDAUGMENT_OPS) -> Callable:
-    """timm's RandAugment (``ops=None``: timm's default op set for ``config``)."""
-    from timm.data.auto_augment import rand_augment_transform
+# ---------------------------------------------------------------------------------------
+# Faster versions of timm's PIL RandAugment ops. PIL runs its affine transforms through a
+# generic per-pixel 2-D filter (a function call and 4 or 16 taps in double per pixel),
+# though a shear or a translation moves pixels along one axis only; these do the same
+# 1-D interpolation with NumPy, a block of rows at a time so the temporaries stay in
+# cache. Written here because no library has PIL's exact (a = -1) bicubic or its edge
+# rules; each is checked against PIL in tests/test_data_transforms.py.
+# ---------------------------------------------------------------------------------------
 
-    hparams = {"translate_pct": 0.45, "img_mean": (128, 128, 128)}
-    return rand_augment_transform(config, hparams, transforms=list(ops) if ops is not None else None)
+_BLOCK_ROWS = 64
+
+
+def _timm_resample(kwargs: dict) -> int:
+    """The resampling filter, drawn the way timm's ops draw it (same RNG call)."""
+    resample = kwargs.pop("resample", PIL.Image.BICUBIC)
+    if isinstance(resample, (list, tuple)):
+        resample = random.choice(resample)
+    return resample
+
+
+def _fill_rgb(fillcolor: Any) -> tuple[int, int, int]:
+    if fillcolor is None:
+        return (0, 0, 0)  # what PIL leaves outside the source when no fill colour is given
+    if isinstance(fillcolor, (int, np.integer)):
+        return (int(fillcolor),) * 3
+    return tuple(int(v) for v in fillcolor[:3])
+
+
+def _shift_rows(image: PIL.Image.Image, shift: np.ndarray, bicubic: bool, fill: tuple[int, int, int]) -> PIL.Image.Image:
+    """Row ``y`` of the result samples the source at x-positions ``(x + 0.5) + shift[y]``:
+    PIL's AFFINE transform with matrix ``(1, a, b, 0, 1, 0)``, ``shift[y] = a (y + 0.5) + b``.
+
+    As PIL: a position outside [0, width) takes ``fill``; inside, the sample sits at
+    ``position - 0.5`` with neighbours clamped to the image, bilinear ``v0 + (v1 - v0) d``
+    or PIL's bicubic (a = -1, Horner form), truncated to uint8.
+    """
+    width, height = image.size
+    pixels = np.frombuffer(image.tobytes("raw", "RGBX"), np.uint32)  # one 4-byte word per pixel
+    k = np.floor(shift)
+    frac = (shift - k).astype(np.float32)
+    k = k.astype(np.intp)
+    taps, first = (4, -1) if bicubic else (2, 0)
+    span = width + taps - 1
+    columns = np.arange(first, span + first)
+    out = np.empty((height, width, 4), np.uint8)
+    for r0 in range(0, height, _BLOCK_ROWS):
+        r1 = min(height, r0 + _BLOCK_ROWS)
+        index = columns[None, :] + k[r0:r1, None]
+        np.maximum(index, 0, out=index)
+        np.minimum(index, width - 1, out=index)
+        index += (np.arange(r0, r1) * width)[:, None]
+        g = pixels.take(index).view(np.uint8).reshape(r1 - r0, span, 4).astype(np.float32)
+        d = frac[r0:r1, None, None]
+        if bicubic:
+            v0, v1, v2, v3 = (g[:, j : j + width] for j in range(4))
+            # PIL: v1 + d * ((v2 - v0) + d * ((2 (v0 - v1) + v2 - v3) + d * (-v0 + v1 - v2 + v3)))
+            a = v1 - v0
+            p4 = v3 - v2
+            p4 += a
+            acc = p4 * d
+            acc -= a
+            acc -= p4
+            acc *= d
+            acc += v2
+            acc -= v0
+            acc *= d
+            acc += v1
+            np.clip(acc, 0, 255, out=acc)
+        else:
+            v0 = g[:, :width]
+            acc = g[:, 1 : width + 1] - v0
+            acc *= d
+            acc += v0
+        out[r0:r1] = acc  # float -> uint8 truncates, as PIL's (UINT8) cast
+    position = (np.arange(width) + 0.5)[None, :] + shift[:, None]
+    outside = (position < 0) | (position >= width)
+    fill_word = np.array(fill + (0,), np.uint8).view(np.uint32)[0]
+    np.copyto(out.view(np.uint32).reshape(height, width), fill_word, where=outside)
+    return PIL.Image.frombytes("RGB", (width, height), out, "raw", "RGBX")
+
+
+def _affine_1d(image: PIL.Image.Image, axis: str, slope: float, offset: float, kwargs: dict) -> PIL.Image.Image:
+    """PIL's ``transform(size, AFFINE, m)`` for ``m = (1, slope, offset, 0, 1, 0)`` (``axis="x"``)
+    or ``(1, 0, 0, slope, 1, offset)`` (``axis="y"``), with timm's resample draw."""
+    resample = _timm_resample(kwargs)
+    fill = kwargs.get("fillcolor")
+    width, height = image.size
+    if image.mode != "RGB" or resample not in (PIL.Image.BILINEAR, PIL.Image.BICUBIC) or width < 1 or height < 1:
+        matrix = (1, slope, offset, 0, 1, 0) if axis == "x" else (1, 0, 0, slope, 1, offset)
+        return image.transform(image.size, PIL.Image.AFFINE, matrix, resample=resample, **kwargs)
+    bicubic = resample == PIL.Image.BICUBIC
+    if axis == "x":
+        return _shift_rows(image, slope * (np.arange(height) + 0.5) + offset, bicubic, _fill_rgb(fill))
+    flipped = image.transpose(PIL.Image.Transpose.TRANSPOSE)  # columns become rows
+    out = _shift_rows(flipped, slope * (np.arange(width) + 0.5) + offset, bicubic, _fill_rgb(fill))
+    return out.transpose(PIL.Image.Transpose.TRANSPOSE)
+
+
+def _shear_x(img, factor, **kwargs):
+    return _affine_1d(img, "x", factor, 0.0, kwargs)
+
+
+def _shear_y(img, factor, **kwargs):
+    return _affine_1d(img, "y", factor, 0.0, kwargs)
+
+
+def _translate_x_rel(img, pct, **kwargs):
+    return _affine_1d(img, "x", 0.0, pct * img.size[0], kwargs)
+
+
+def _translate_y_rel(img, pct, **kwargs):
+    return _affine_1d(img, "y", 0.0, pct * img.size[1], kwargs)
+
+
+def _translate_x_abs(img, pixels, **kwargs):
+    return _affine_1d(img, "x", 0.0, pixels, kwargs)
+
+
+def _translate_y_abs(img, pixels, **kwargs):
+    return _affine_1d(img, "y", 0.0, pixels, kwargs)
+
+
+def _smooth(image: PIL.Image.Image) -> PIL.Image.Image:
+    """``image.filter(ImageFilter.SMOOTH)``: 3x3 kernel [1 1 1; 1 5 1; 1 1 1] / 13, rounded,
+    the one-pixel border copied unchanged (PIL's rules)."""
+    src = np.asarray(image)
+    f = src.astype(np.float32)
+    rows = f[:, :-2] + f[:, 1:-1]
+    rows += f[:, 2:]
+    box = rows[:-2] + rows[1:-1]
+    box += rows[2:]
+    centre = f[1:-1, 1:-1]
+    centre *= 4
+    box += centre
+    box *= np.float32(1 / 13)
+    box += 0.5  # sum / 13 is never within float error of a half, so rounding is exact
+    out = src.copy()
+    out[1:-1, 1:-1] = box
+    return PIL.Image.fromarray(out)
+
+
+def _sharpness(img, factor, **kwargs):
+    if img.mode != "RGB" or min(img.size) < 3:
+        from PIL import ImageEnhance
+
+        return ImageEnhance.Sharpness(img).enhance(factor)
+    return PIL.Image.blend(_smooth(img), img, factor)  # ImageEnhance.Sharpness's own blend
+
+
+_FAST_OPS = {
+    "ShearX": _shear_x,
+    "ShearY": _shear_y,
+    "TranslateXRel": _translate_x_rel,
+    "TranslateYRel": _translate_y_rel,
+    "TranslateX": _translate_x_abs,
+    "TranslateY": _translate_y_abs,
+    "Sharpness": _sharpness,
+    "SharpnessIncreasing": _sharpness,
+}
+
+
+def build_randaugment(
+    config: str = OFFICIAL_RANDAUGMENT_CONFIG,
+    ops: Optional[Sequence[str]] = OFFICIAL_RANDAUGMENT_OPS,
+    fast: bool = True,
+) -> Callable:
+    """timm's RandAugment (``ops=None``: timm's default op set for ``config``).
+
+    ``fast=True`` swaps the PIL function behind the shear, translate and sharpness ops
+    for the NumPy versions above; op choice, probabilities, magnitudes and the
+    resampling draw stay timm's (the same random calls in the same order), so with the
+    same seeds the output equals timm's to within 1 on each 0-255 value.
+    """
+    from timm.data import auto_augment
+
+    # translate_const: timm's default for the absolute-pixel translate ops (not in the official set)
+    hparams = {"translate_pct": 0.45, "translate_const": 250, "img_mean": (128, 128, 128)}
+    ra = auto_augment.rand_augment_transform(config, hparams, transforms=list(ops) if ops is not None else None)
+    if fast:
+        for op in ra.ops:
+            # only where the op still calls the PIL function these replace
+            if op.name in _FAST_OPS and op.aug_fn is auto_augment.NAME_TO_OP.get(op.name):
+                op.aug_fn = _FAST_OPS[op.name]
+    return ra
 
 
 class ImageTransform:
@@ -106,6 +305,11 @@ class ImageTransform:
     ``(x - mean) / std`` when ``mean``/``std`` are given. ``uint8_output=True`` stops
     at the uint8 tensor (4× less to pass between worker processes); the collator
     then scales and normalises the whole batch.
+
+    ``backend="torchvision"`` decodes JPEGs with ``torchvision.io.decode_jpeg`` and
+    resizes the uint8 tensor with torchvision's antialiased kernel (bilinear or bicubic;
+    ``"nearest"`` stays PIL's), about 5x faster than PIL's resize; values may differ from
+    the ``"pil"`` backend's by 1 (2 when upscaling). Augmentations still get a PIL image.
     """
 
     def __init__(
@@ -117,6 +321,7 @@ class ImageTransform:
         draft: bool = False,
         uint8_output: bool = False,
         interpolation: str = "bilinear",
+        backend: str = "pil",
     ):
         self.size = _size(size)
         if (image_mean is None) != (image_std is None):
@@ -129,11 +334,16 @@ class ImageTransform:
         if interpolation not in _INTERPOLATION:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}")
         self.interpolation = interpolation
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         if self.image_mean is not None:
             self._mean = torch.tensor(self.image_mean).view(-1, 1, 1)
             self._std = torch.tensor(self.image_std).view(-1, 1, 1)
 
     def __call__(self, source: Any) -> torch.Tensor:
+        if self.backend == "torchvision":
+            return self._call_torchvision(source)
         h, w = self.size
         owned = not isinstance(source, PIL.Image.Image)
         image = open_rgb(source, draft_size=(w, h) if self.draft else None)
@@ -145,17 +355,44 @@ class ImageTransform:
                 image = image.copy()  # Cutout paints in place; never on the caller's image
             for aug in self.pil_augment:
                 image = aug(image)
-        tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+        return self._finish(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
+
+    def _call_torchvision(self, source: Any) -> torch.Tensor:
+        h, w = self.size
+        x = open_rgb_tensor(source, draft_size=(w, h) if self.draft else None)  # a new tensor, never the caller's
+        if tuple(x.shape[-2:]) != (h, w):
+            if self.interpolation == "nearest":  # torchvision's nearest picks other pixels than PIL's
+                image = PIL.Image.fromarray(x.permute(1, 2, 0).numpy()).resize((w, h), PIL.Image.NEAREST)
+                x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+            else:
+                from torchvision.transforms.v2 import InterpolationMode
+                from torchvision.transforms.v2.functional import resize
+
+                mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
+                x = resize(x, [h, w], interpolation=mode, antialias=True)
+        if self.pil_augment:
+            image = PIL.Image.fromarray(x.permute(1, 2, 0).numpy())
+            for aug in self.pil_augment:
+                image = aug(image)
+            x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return self._finish(x)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) uint8, any strides → contiguous uint8, or float scaled and normalised
+        with the arithmetic of torchvision's ToTensor + Normalize (bit for bit)."""
         if self.uint8_output:
-            return tensor
-        x = tensor.float().div_(255)
+            return x.contiguous()
+        out = torch.empty(x.shape, dtype=torch.float32)
+        out.copy_(x)  # layout change and conversion in one pass
+        out.div_(255)
         if self.image_mean is not None:
-            x.sub_(self._mean).div_(self._std)
-        return x
+            out.sub_(self._mean).div_(self._std)
+        return out
 
     def __repr__(self) -> str:
         return (f"ImageTransform(size={self.size}, mean={self.image_mean}, std={self.image_std}, "
-                f"augment={self.pil_augment}, draft={self.draft}, uint8_output={self.uint8_output})")
+                f"augment={self.pil_augment}, draft={self.draft}, uint8_output={self.uint8_output}, "
+                f"backend={self.backend!r})")
 
 
 def build_train_transform(
@@ -171,17 +408,21 @@ def build_train_transform(
     draft: bool = True,
     uint8_output: bool = False,
     interpolation: str = "bilinear",
+    backend: str = "pil",
+    fast_randaugment: bool = True,
 ) -> ImageTransform:
     """Square resize → Cutout → RandAugment → tensor → normalisation (the official train
     recipe). ``image_mean``/``image_std`` ``None`` means no normalisation ([0, 1]
-    inputs, as TResNet models take)."""
+    inputs, as TResNet models take). ``backend="torchvision"`` is the fast decode and
+    resize (see :class:`ImageTransform`); ``fast_randaugment=False`` runs timm's PIL ops
+    unchanged (see :func:`build_randaugment`)."""
     augment: list[Callable] = []
     if cutout:
         augment.append(Cutout(cutout_factor))
     if randaugment:
-        augment.append(build_randaugment(randaugment_config, randaugment_ops))
+        augment.append(build_randaugment(randaugment_config, randaugment_ops, fast=fast_randaugment))
     return ImageTransform(image_size, image_mean, image_std, augment, draft=draft, uint8_output=uint8_output,
-                          interpolation=interpolation)
+                          interpolation=interpolation, backend=backend)
 
 
 def build_eval_transform(
@@ -192,10 +433,13 @@ def build_eval_transform(
     draft: bool = False,
     uint8_output: bool = False,
     interpolation: str = "bilinear",
+    backend: str = "pil",
 ) -> ImageTransform:
-    """Square resize → tensor → normalisation: equal to the official eval transform."""
+    """Square resize → tensor → normalisation: equal to the official eval transform (bit
+    for bit with the default ``backend="pil"``; ``"torchvision"`` is faster and within
+    1/255 before normalisation, see :class:`ImageTransform`)."""
     return ImageTransform(image_size, image_mean, image_std, (), draft=draft, uint8_output=uint8_output,
-                          interpolation=interpolation)
+                          interpolation=interpolation, backend=backend)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
