@@ -1,0 +1,190 @@
+"""Timing helpers shared by the benchmarks in this folder.
+
+Every figure the benchmarks print is a ratio of two things measured in the same
+process, in interleaved repetitions (A, B, A, B, ... with the order rotated each
+round), and summarised by the median: the machines these run on are shared, so
+absolute times drift with other jobs while a ratio taken this way stays put.
+
+Peak memory:
+  * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``;
+  * CPU tensors: the process's resident set size sampled in a thread every ~0.5 ms
+    during the call, minus the RSS just before it (torch's CPU allocator has no
+    statistics and ``tracemalloc`` does not see it). ``stable_malloc()`` restarts the
+    process with a fixed glibc mmap threshold so that large freed blocks go back to
+    the OS and the "RSS before" of the next call is not inflated by the previous one;
+  * Python / NumPy objects: ``tracemalloc`` (``traced_peak``).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from typing import Callable, Mapping, Optional, Sequence
+
+__all__ = [
+    "Table",
+    "interleaved",
+    "machine_line",
+    "median",
+    "rss_peak",
+    "stable_malloc",
+    "sync",
+    "traced_peak",
+]
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def sync(device: str = "cpu") -> None:
+    """Wait for queued device work (CUDA) before reading a clock."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    repeats: int = 5,
+    warmup: int = 1,
+    inner: int = 1,
+    device: str = "cpu",
+    budget_s: Optional[float] = None,
+) -> dict[str, list[float]]:
+    """Time each callable ``repeats`` times, interleaved, after ``warmup`` untimed calls.
+
+    Returns ``{name: [seconds per call, ...]}``; each sample is the mean of ``inner``
+    back-to-back calls. The order of the contenders is rotated every round so that none
+    always runs first (or right after the same neighbour). ``budget_s`` stops adding
+    rounds once that much wall time is spent (at least 3 rounds are always taken).
+    """
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+        sync(device)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fns[name]()
+            sync(device)
+            out[name].append((time.perf_counter() - t0) / inner)
+        if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return out
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_peak(fn: Callable[[], object], interval_s: float = 0.0005) -> float:
+    """Peak RSS growth (bytes) while ``fn()`` runs, sampled from a thread.
+
+    Linux only (reads /proc/self/statm); returns NaN elsewhere. A sampler can miss a
+    peak shorter than its interval, so this is a lower bound, good to a few MB.
+    """
+    if not os.path.exists("/proc/self/statm"):
+        fn()
+        return float("nan")
+    gc.collect()
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return float(peak[0] - base)
+
+
+def traced_peak(fn: Callable[[], object]) -> float:
+    """Peak bytes allocated through Python's allocators (NumPy included) during ``fn()``."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn()
+        return float(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+def stable_malloc() -> None:
+    """Re-run this script with a fixed glibc mmap threshold (once), so that RSS-based peak
+    memory figures do not depend on what earlier measurements left in the heap."""
+    if sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def machine_line() -> str:
+    import torch
+
+    cores = os.cpu_count()
+    try:
+        load = "load average %.1f" % os.getloadavg()[0]
+    except OSError:
+        load = "load average n/a"
+    gpu = ""
+    if torch.cuda.is_available():
+        gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    return (
+        f"{cores}-core {platform.machine()} CPU{gpu}, Python {platform.python_version()}, "
+        f"torch {torch.__version__.split('+')[0]}, {load} at start (machine shared with other jobs)"
+    )
+
+
+class Table:
+    """A Markdown table printed row by row (so a long run shows progress)."""
+
+    def __init__(self, columns: Sequence[str], align: Optional[Sequence[str]] = None):
+        self.columns = list(columns)
+        self.align = list(align) if align is not None else ["l"] + ["r"] * (len(columns) - 1)
+        self.rows: list[list[str]] = []
+        print("| " + " | ".join(self.columns) + " |")
+        print("|" + "|".join("---:" if a == "r" else "---" for a in self.align) + "|", flush=True)
+
+    def add(self, *cells: object) -> None:
+        row = [_fmt(c) for c in cells]
+        self.rows.append(row)
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    return str(value)
