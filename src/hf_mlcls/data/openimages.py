@@ -129,6 +129,8 @@ def _read_label_table(path: str) -> pa.Table:
         )
     except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError) as exc:
         raise _locate_csv_problem(path, str(exc)) from None
+    if table.num_rows == 0:  # a header and nothing else: the caller says the split is empty
+        return table
     bad_conf = pc.invert(pc.fill_null(pc.is_in(table["Confidence"], value_set=pa.array([0.0, 1.0])), False))
     if pc.any(bad_conf).as_py():
         i = int(pc.index(bad_conf, True).as_py())
