@@ -171,6 +171,12 @@ def test_nus_wide_seen_unseen_split_from_the_benchmark_files(tmp_path):
     # the registry entry gives the splits
     dd = load_multilabel_dataset("nus-wide-zsl", str(root))
     assert list(dd) == ["train", "zsl", "gzsl"] and len(dd["zsl"]) == 2
+    # the authors' loader keeps every train / val row, even one without a label of its split
+    every = load_multilabel_dataset("nus-wide-zsl", str(root), keep_rows_without_label=True)
+    assert _rows(every["train"]) == {**_rows(zsl.dataset["train"]), "d.jpg": []}
+    assert _rows(every["zsl"]) == {**_rows(zsl.dataset["zsl"]), "f.jpg": []}
+    assert _rows(every["gzsl"]) == {**_rows(zsl.dataset["gzsl"]), "f.jpg": ["airport"]}
+    assert load_report(every["zsl"])["dropped_rows_without_label"] == 0
     # the same word vectors through the text-encoder door: data.csv beside the file names the columns
     model = tiny_zsl(300)
     model.set_label_names(["zebra", "beach"], text_encoder=str(root / "wordvec_array.pth"))

@@ -13,11 +13,15 @@ ML-Decoder authors distribute it as three files in the dataset folder:
 ``wordvec_array.pth``
     the (300, 1,006) word vectors, column j for class j.
 
-Their ``train_zsl_nus.py`` / ``get_datasets_from_csv`` define the protocol this module
-follows: the training set is the ``train`` rows with at least one seen label, labelled
-with the seen labels only; the test set is the ``val`` rows with at least one unseen label,
-labelled with the unseen labels. GZSL scores every label (seen and unseen) on those same
-test images.
+The protocol: the training set is the ``train`` rows labelled with the seen labels only;
+the test set is the ``val`` rows labelled with the unseen labels (ZSL), or with every label
+(GZSL) on the same images. By default a row with no label of its split's label set is left
+out (an image with no seen label teaches nothing but negatives; an image with no unseen label
+is only a negative for every ZSL class) and counted in the load report
+(``dropped_rows_without_label``). The authors' ``get_datasets_from_csv`` keeps every
+``train`` / ``val`` row of ``data.csv`` as it is: ``keep_rows_without_label=True`` does the
+same. The two agree whenever every row of the file has a label of its split (a report
+showing ``dropped_rows_without_label: 0``).
 
 :func:`zero_shot_splits` applies the protocol to any ``DatasetDict`` and a list of unseen
 class names (the demo's held-out digits, for instance); :func:`load_nus_wide_zsl_protocol`
@@ -67,7 +71,7 @@ def _relabel(
     report: dict,
 ) -> tuple[datasets.Dataset, np.ndarray]:
     """``ds`` restricted to the classes ``keep`` (old indices, new order) and to ``rows``
-    (None: the rows with at least one kept positive). Returns the split and the rows taken."""
+    (None: the rows with at least one kept positive; "all": every row). Returns the split and the rows taken."""
     names = _names(ds)
     table = ds.with_format("arrow")[:]
     old_to_new = np.full(len(names), -1, dtype=np.int64)
@@ -81,7 +85,9 @@ def _relabel(
         return out
 
     labels = remap("labels")
-    if rows is None:
+    if isinstance(rows, str):  # "all"
+        rows = np.arange(len(labels))
+    elif rows is None:
         rows = np.flatnonzero([len(x) > 0 for x in labels])
     unknown = remap("unknown_labels") if "unknown_labels" in table.column_names else None
     if "negative_labels" in table.column_names:
@@ -127,6 +133,7 @@ def zero_shot_splits(
     eval_split: str = "validation",
     dataset_name: Optional[str] = None,
     report: Optional[dict] = None,
+    keep_rows_without_label: bool = False,
 ) -> datasets.DatasetDict:
     """The zero-shot protocol on any multi-label ``DatasetDict``.
 
@@ -136,11 +143,14 @@ def zero_shot_splits(
         seen: class names to train on; default every class that is not unseen.
         train_split / eval_split: where the training and test images come from.
         report: extra entries for each split's load report.
+        keep_rows_without_label: keep the rows that have no label of their split's label set
+            (as the ML-Decoder authors' loader does) instead of leaving them out.
 
     Returns:
         ``train``: the ``train_split`` rows with at least one seen label, labelled with the seen
         classes only (their unseen labels are dropped: the images stay, as in the official protocol);
-        ``zsl``: the ``eval_split`` rows with at least one unseen label, labelled with the unseen classes;
+        ``zsl``: the ``eval_split`` rows with at least one unseen label, labelled with the unseen classes
+        (with ``keep_rows_without_label``: every row of each split);
         ``gzsl``: the same rows labelled with seen + unseen classes. Every label list keeps the dataset's
         class order. Each split's load report (``load_report``) records the protocol.
     """
@@ -172,9 +182,12 @@ def zero_shot_splits(
         **(report or {}),
         "zero_shot": {"seen": len(seen_ids), "unseen": len(unseen_ids), "train_split": train_split, "eval_split": eval_split},
     }
-    train, _ = _relabel(dataset[train_split], seen_ids, None, dataset_name=name, split=TRAIN,
+    if keep_rows_without_label:
+        protocol["zero_shot"]["keep_rows_without_label"] = True
+    rows_wanted = "all" if keep_rows_without_label else None
+    train, _ = _relabel(dataset[train_split], seen_ids, rows_wanted, dataset_name=name, split=TRAIN,
                         report={**protocol, "labels": "seen"})
-    zsl, rows = _relabel(dataset[eval_split], unseen_ids, None, dataset_name=name, split=ZSL,
+    zsl, rows = _relabel(dataset[eval_split], unseen_ids, rows_wanted, dataset_name=name, split=ZSL,
                          report={**protocol, "labels": "unseen"})
     gzsl, _ = _relabel(dataset[eval_split], all_ids, rows, dataset_name=name, split=GZSL,
                        report={**protocol, "labels": "seen+unseen"})
@@ -232,6 +245,7 @@ def load_nus_wide_zsl_protocol(
     verify_images: Union[bool, str] = "auto",
     strict: bool = False,
     num_threads: int = 8,
+    keep_rows_without_label: bool = False,
 ) -> NusWideZSL:
     """Read the NUS-WIDE zero-shot benchmark (see the module docstring for the files and the protocol).
 
@@ -239,6 +253,8 @@ def load_nus_wide_zsl_protocol(
         word_vectors: the word-vector file, relative to ``data_dir`` or absolute (``None``: skip the
             embeddings). Its columns are the classes of ``data.csv`` in sorted order.
         verify_images / strict / num_threads: as for every loader; missing images are skipped and counted.
+        keep_rows_without_label: keep every ``train`` / ``val`` row, as the authors' loader does, even one
+            with no label of its split (see the module docstring).
     """
     root = os.path.abspath(data_dir)
     bench_path = os.path.join(root, benchmark_file)
@@ -265,7 +281,7 @@ def load_nus_wide_zsl_protocol(
     unseen_kept = [n for n in unseen if n in present]
     seen_kept = [n for n in seen if n in present] if seen is not None else None
     dataset = zero_shot_splits(base, unseen_kept, seen_kept, train_split="train", eval_split="validation",
-                               dataset_name="nus-wide-zsl",
+                               dataset_name="nus-wide-zsl", keep_rows_without_label=keep_rows_without_label,
                                report={"benchmark": bench_path, "benchmark_labels_not_in_data": absent})
     result = NusWideZSL(dataset=dataset, seen=_names(dataset[TRAIN]), unseen=_names(dataset[ZSL]), word_vectors=vec_path,
                         not_in_data=absent)
@@ -286,6 +302,7 @@ def load_nus_wide_zsl(
     verify_images: Union[bool, str] = "auto",
     strict: bool = False,
     num_threads: int = 8,
+    keep_rows_without_label: bool = False,
 ) -> datasets.DatasetDict:
     """NUS-WIDE zero-shot splits: ``train`` (925 seen labels), ``zsl`` (81 unseen), ``gzsl`` (all 1,006).
 
@@ -293,4 +310,5 @@ def load_nus_wide_zsl(
     encoder (``examples/train.py`` does by default), or use :func:`load_nus_wide_zsl_protocol`.
     """
     return load_nus_wide_zsl_protocol(data_dir, benchmark_file=benchmark_file, csv_file=csv_file, word_vectors=None,
-                                      verify_images=verify_images, strict=strict, num_threads=num_threads).dataset
+                                      verify_images=verify_images, strict=strict, num_threads=num_threads,
+                                      keep_rows_without_label=keep_rows_without_label).dataset
