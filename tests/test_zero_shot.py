@@ -93,6 +93,14 @@ def test_zsl_metrics_against_hand_computed_values():
     # top-1: img0 -> seen col 4 (hit), img1 -> class 1 (miss), img2 -> seen col 5 (miss): TP 1, 5 positives
     assert (g["P_top1"], g["R_top1"]) == pytest.approx((100 / 3, 20.0))
     assert g["mAP"] == pytest.approx((100 + 100 + 50 + 100) / 4, abs=1e-5)  # col 5 has no positive
+    # the papers' k = 3 and 5 (the default) on 7 labels
+    s7 = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]])
+    t7 = np.array([[1, 0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 0, 1, 0]])
+    d = compute_zsl(s7, t7)
+    # top-3: {0,1,2} 1 hit, {6,5,4} 1 hit: TP 2 of 6 picks, 4 positives; top-5: {0..4} 2 hits, {6,5,4,3,2} 1 hit
+    assert (d["P_top3"], d["R_top3"], d["F1_top3"]) == pytest.approx((100 / 3, 50.0, 40.0))
+    assert (d["P_top5"], d["R_top5"], d["F1_top5"]) == pytest.approx((30.0, 75.0, 300 / 7))
+    assert d["mAP"] == pytest.approx((100 + 100 + 100 + 50) / 4, abs=1e-5) and d["num_classes_skipped"] == 3
     # k >= C predicts every label; unknown (-1) entries are neither predictions nor positives
     t = np.array([[1, -1, 0], [0, 1, 1]])
     s = np.array([[0.1, 0.9, 0.2], [0.3, 0.2, 0.1]])
