@@ -581,8 +581,9 @@ def compute_zsl(scores: Any, targets: Any, top_k: int | tuple[int, ...] = (3, 5)
     go to the lower class index (their ``np.argsort`` leaves it to the sort); an unknown entry
     can be among the k but is counted neither as a prediction nor as a positive; a class with no
     positive is skipped and counted (ML-Decoder's code averages it in as 0, as LESA's does); when
-    k >= C every label is predicted. Images are not filtered here: ML-Decoder's test set keeps
-    the images with at least one unseen label, which ``hf_mlcls.data.nuswide_zsl`` does.
+    k >= C every label is predicted. Images are not filtered here: which test images are scored
+    is the data's choice (``hf_mlcls.data.nuswide_zsl`` keeps the images with at least one unseen
+    label unless ``keep_rows_without_label``, as the authors' loader, keeps every one).
     """
     ks = (top_k,) if isinstance(top_k, (int, np.integer)) else tuple(top_k)
     if not ks or any(not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1 for k in ks):
