@@ -63,7 +63,17 @@ def _timm_backbone(config) -> tuple[nn.Module, int, str, int]:
         pretrained = True
         kwargs["pretrained_cfg_overlay"] = dict(file=weights_file)
     if config.out_index != -1:
-        model = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(config.out_index,), **kwargs)
+        try:
+            model = timm.create_model(
+                name, pretrained=pretrained, features_only=True, out_indices=(config.out_index,), **kwargs
+            )
+        except IndexError as err:
+            kwargs.pop("pretrained_cfg_overlay", None)
+            stages = len(timm.create_model(name, pretrained=False, features_only=True, **kwargs).feature_info)
+            raise ValueError(
+                f"out_index {config.out_index} is not a feature stage of timm backbone {name!r}, which has {stages} "
+                f"(valid: {-stages} .. {stages - 1}; -1 is the last)"
+            ) from err
         return model, model.feature_info.channels()[-1], "features", 0
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="", **kwargs)
     kind = "nhwc" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "timm"
@@ -114,6 +124,12 @@ def _transformers_backbone(config) -> tuple[nn.Module, int, str, int]:
             hf_config.out_features = [hf_config.stage_names[-1]]
             hf_config.out_indices = [len(hf_config.stage_names) - 1]
         else:
+            stages = len(hf_config.stage_names)
+            if not -stages <= config.out_index < stages:
+                raise ValueError(
+                    f"out_index {config.out_index} is not a stage of transformers backbone {model_type!r}, whose stages "
+                    f"are {hf_config.stage_names} (valid: {-stages} .. {stages - 1}; -1 is the last)"
+                )
             hf_config.out_indices = [config.out_index]
             hf_config.out_features = [hf_config.stage_names[config.out_index]]
         model = AutoBackbone.from_pretrained(config.backbone, config=hf_config) if pretrained else AutoBackbone.from_config(hf_config)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 from transformers import PretrainedConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -63,6 +66,8 @@ class MultiLabelConfig(PretrainedConfig):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["num_labels"] = 80
         kwargs.setdefault("problem_type", "multi_label_classification")
+        if backbone_kwargs is not None and not isinstance(backbone_kwargs, Mapping):
+            raise ValueError(f"backbone_kwargs must be a dict of keyword arguments, got {backbone_kwargs!r}")
         self.backbone = backbone
         self.backbone_source = backbone_source
         self.backbone_kwargs = dict(backbone_kwargs or {})
@@ -83,24 +88,52 @@ class MultiLabelConfig(PretrainedConfig):
         super().__init__(**kwargs)
         self._validate_common()
 
+    def _check_integers(self, *names: str) -> None:
+        """Integer fields must be ints (not floats, not booleans): each is a count or a size."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+
+    def _check_finite(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+
     def _validate_common(self) -> None:
         if self.backbone_source not in ("timm", "transformers"):
             raise ValueError(f"backbone_source must be 'timm' or 'transformers', got {self.backbone_source!r}")
-        if not isinstance(self.image_size, int) or self.image_size <= 0:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        self._check_integers("out_index")
         if (self.image_mean is None) != (self.image_std is None):
             raise ValueError("image_mean and image_std must be given together (or both left None)")
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
             if value is not None and len(value) != 3:
                 raise ValueError(f"{name} must have 3 values (RGB), got {value!r}")
+            if value is not None and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            ):
+                raise ValueError(f"{name} must hold 3 finite numbers, got {value!r}")
         if self.image_std is not None and any(s <= 0 for s in self.image_std):
             raise ValueError(f"image_std must be positive, got {self.image_std!r}")
         if self.asl_reduction not in ("sum", "scaled_mean"):
             raise ValueError(f"asl_reduction must be 'sum' or 'scaled_mean', got {self.asl_reduction!r}")
+        self._check_finite("asl_gamma_neg", "asl_gamma_pos", "asl_eps")
         if self.asl_gamma_neg < 0 or self.asl_gamma_pos < 0:
             raise ValueError("asl_gamma_neg and asl_gamma_pos must be >= 0")
         if not 0 <= self.asl_clip < 1:
             raise ValueError(f"asl_clip must be in [0, 1), got {self.asl_clip!r}")
+        if not 0 < self.asl_eps < 1:
+            raise ValueError(f"asl_eps must be in (0, 1) (it bounds the probabilities inside log), got {self.asl_eps!r}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+        if sorted(self.id2label) != list(range(self.num_labels)):
+            raise ValueError(f"id2label keys must be 0 .. num_labels - 1, got {sorted(self.id2label)[:10]!r}")
+        if self.problem_type not in (None, "multi_label_classification", "single_label_classification"):
+            raise ValueError(
+                f"problem_type must be 'multi_label_classification' or 'single_label_classification', "
+                f"got {self.problem_type!r}"
+            )

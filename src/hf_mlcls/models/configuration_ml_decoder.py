@@ -68,10 +68,17 @@ class MLDecoderConfig(MultiLabelConfig):
         self.query_noise_std = query_noise_std
         self.query_extra = query_extra
         super().__init__(**kwargs)
+        self._check_integers("num_groups", "decoder_embedding", "num_heads", "dim_feedforward", "label_embedding_dim",
+                             "query_extra")
+        self._check_finite("query_noise_std")
         if num_groups == 0 or num_groups < -1:
             raise ValueError(f"num_groups must be -1 (min(num_labels, 100)) or a positive number, got {num_groups}")
         if num_groups > self.num_labels and not zero_shot:
             raise ValueError(f"num_groups ({num_groups}) must not exceed the number of labels ({self.num_labels})")
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        if dim_feedforward < 1:
+            raise ValueError(f"dim_feedforward must be >= 1, got {dim_feedforward}")
         if decoder_embedding <= 0 or decoder_embedding % num_heads:
             raise ValueError(f"decoder_embedding ({decoder_embedding}) must be divisible by num_heads ({num_heads})")
         if not 0 <= dropout < 1:

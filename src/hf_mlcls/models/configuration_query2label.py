@@ -70,6 +70,8 @@ class Query2LabelConfig(MultiLabelConfig):
         self.keep_other_self_attn_dec = keep_other_self_attn_dec
         self.position_temperature = position_temperature
         super().__init__(**kwargs)
+        self._check_integers("hidden_dim", "num_encoder_layers", "num_decoder_layers", "num_heads", "dim_feedforward")
+        self._check_finite("position_temperature")
         if hidden_dim <= 0 or hidden_dim % 4:
             raise ValueError(
                 f"hidden_dim must be a positive multiple of 4 (the sine encoding gives half of it to each axis "
@@ -85,5 +87,7 @@ class Query2LabelConfig(MultiLabelConfig):
             raise ValueError(f"dim_feedforward must be >= 1, got {dim_feedforward}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if position_temperature <= 0:
+            raise ValueError(f"position_temperature must be > 0, got {position_temperature}")
         if activation not in ("relu", "gelu"):
             raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")

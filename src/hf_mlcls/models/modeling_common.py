@@ -60,8 +60,27 @@ def check_pixel_values(pixel_values: Tensor) -> None:
             f"pixel_values must have 3 channels (RGB) in dimension 1, got {pixel_values.shape[1]} "
             f"(shape {tuple(pixel_values.shape)}); convert images to RGB and use channels-first layout"
         )
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}; scale uint8 images to floats "
+            "with the model's image processor (or hf_mlcls.data.build_eval_transform)"
+        )
     if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
         raise ValueError("pixel_values contains NaN or inf values")
+
+
+def check_pixel_dtype(pixel_values: Tensor, dtype: torch.dtype) -> None:
+    """A float input of another precision than the weights (outside autocast) names both."""
+    if (
+        torch.is_tensor(pixel_values)
+        and pixel_values.is_floating_point()
+        and pixel_values.dtype != dtype
+        and not torch.is_autocast_enabled(pixel_values.device.type)
+    ):
+        raise ValueError(
+            f"pixel_values are {pixel_values.dtype} but the model's weights are {dtype}; "
+            "use pixel_values.to(model.dtype), or run under torch.autocast"
+        )
 
 
 def build_loss(config) -> AsymmetricLoss:
@@ -81,6 +100,12 @@ def check_labels(labels: Tensor, logits: Tensor) -> None:
             f"labels must have shape (batch, num_labels) = {tuple(logits.shape)}, got {tuple(labels.shape)}; "
             "labels are a float multi-hot matrix with -1 for unknown entries"
         )
+    if torch.compiler.is_compiling():
+        return
+    valid = (labels == 0) | (labels == 1) | (labels == -1)
+    if not valid.all():
+        bad = labels[~valid][:3].tolist()
+        raise ValueError(f"labels may only hold 1 (present), 0 (absent) and -1 (unknown), got values such as {bad}")
 
 
 def attention_to_grid(weights: Tensor, feature_map: Tensor, backbone: FeatureBackbone, image_size) -> Tensor:
@@ -114,6 +139,7 @@ class ClassifierForwardMixin:
             return_dict (`bool`, *optional*): return a `MultiLabelClassifierOutput` instead of a tuple.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        check_pixel_dtype(pixel_values, self.dtype)
         outputs = self.model(pixel_values, output_attentions=output_attentions, return_dict=True)
         logits = self.classifier(outputs.last_hidden_state)
         loss = None
