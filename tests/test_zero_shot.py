@@ -315,6 +315,33 @@ def test_packaged_minilm_is_deterministic_and_cached(tmp_path):
 
 
 @needs_minilm
+def test_clip_like_text_tower_gives_its_projected_text_features(tmp_path):
+    """A model with a text tower (config.text_config) is read through get_text_features (tiny random CLIP)."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    tok = AutoTokenizer.from_pretrained(MINILM)  # any tokenizer will do for a random tower
+    text = dict(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=32, eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=12)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    encoder = te.get_text_encoder(str(tmp_path / "clip"))
+    assert encoder.clip_like and encoder.dim == 12  # the projection's width, not the tower's
+    names = ["cat", "traffic light", "dog"]
+    emb = te.encode_label_names(names, str(tmp_path / "clip"))
+    with torch.no_grad():
+        inputs = tok(["traffic light"], return_tensors="pt")
+        ref = clip.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    ref = ref if torch.is_tensor(ref) else ref.pooler_output
+    torch.testing.assert_close(emb[1], torch.nn.functional.normalize(ref, dim=-1)[0], atol=1e-6, rtol=1e-5)
+    model = tiny_zsl(12).eval()
+    model.set_label_names(names, text_encoder=str(tmp_path / "clip"))
+    assert model(torch.rand(1, 3, 32, 32)).logits.shape == (1, 3) and model.config.text_encoder == str(tmp_path / "clip")
+
+
+@needs_minilm
 def test_set_label_names_save_load_pipeline(tmp_path):
     model = tiny_zsl(384, names=("x", "y")).eval()
     names = ["dog", "beach umbrella", "sky"]
