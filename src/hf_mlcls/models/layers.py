@@ -114,8 +114,10 @@ class GroupWiseLinear(nn.Module):
         nn.init.uniform_(self.b, -bound, bound)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        # (B, C, D) -> (B, C)
-        return (self.W * hidden_states).sum(-1) + self.b
+        # (B, C, D) -> (B, C): one dot product per label. The official ``(W * h).sum(-1)``
+        # builds a (B, C, D) temporary first (164 MB per image at 20,000 labels); the einsum
+        # does not, and is about 2x faster (bench/bench_scale.py).
+        return torch.einsum("bcd,cd->bc", hidden_states, self.W[0]) + self.b
 
 
 class GroupFullyConnected(nn.Module):
