@@ -438,6 +438,20 @@ def _label_kind(feature: Any, column: str, split: str) -> tuple[str, Optional[li
     )
 
 
+def _empty_saved_splits(data_dir: str) -> str:
+    """'split 'x'' for each split of a save_to_disk folder that holds no data file."""
+    empty = []
+    for name in sorted(os.listdir(data_dir)):
+        state = os.path.join(data_dir, name, "state.json")
+        try:
+            with open(state, encoding="utf-8") as fh:
+                if not json.load(fh).get("_data_files"):
+                    empty.append(f"split {name!r}")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return ", ".join(empty)
+
+
 def load_hub(
     data_dir: str,
     *,
@@ -469,7 +483,17 @@ def load_hub(
         os.path.isfile(os.path.join(data_dir, "dataset_dict.json")) or os.path.isfile(os.path.join(data_dir, "state.json"))
     )
     if is_saved:
-        loaded = datasets.load_from_disk(data_dir)
+        try:
+            loaded = datasets.load_from_disk(data_dir)
+        except FileNotFoundError as exc:
+            raise MissingDatasetFileError(f"hub: the saved dataset folder {data_dir!r} lacks a file: {exc}") from exc
+        except IndexError as exc:  # datasets cannot reload a split saved with no rows (no shard at all)
+            raise DatasetLayoutError(f"hub: {_empty_saved_splits(data_dir) or 'a split'} of {data_dir!r} is empty") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # truncated Arrow shards, damaged JSON metadata
+            raise DatasetLayoutError(
+                f"hub: cannot read the saved dataset folder {data_dir!r} (damaged or truncated?): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     else:
         try:
             loaded = datasets.load_dataset(data_dir, config_name, revision=revision, **load_dataset_kwargs)
@@ -501,6 +525,8 @@ def load_hub(
             if col not in ds.column_names:
                 raise DatasetLayoutError(f"hub split {theirs!r}: no column {col!r}; columns are {ds.column_names}")
         kinds[ours] = _label_kind(ds.features[label_column], label_column, theirs)
+        if len(ds) == 0:
+            raise DatasetLayoutError(f"hub split {theirs!r} is empty")
 
     # one class list for every split
     feature_names = {tuple(n) for k, n in kinds.values() if n is not None}

@@ -217,6 +217,13 @@ def load_nus_wide(
         )
     if layout == "auto":
         layout = "csv" if os.path.isfile(os.path.join(root, csv_file)) else "official"
+        concepts = [os.path.join(root, "Concepts81.txt"), os.path.join(root, "ConceptsList", "Concepts81.txt")]
+        if layout == "official" and _first_existing(concepts) is None:
+            raise MissingDatasetFileError(
+                f"nus-wide: expected file {concepts[0]} does not exist (official layout), nor does "
+                f"{os.path.join(root, csv_file)} (csv layout).\n"
+                f"Expected layout (official):\n{OFFICIAL_LAYOUT}\nor (csv):\n{CSV_LAYOUT}"
+            )
     if layout == "official":
         return _load_official(root, splits=splits, image_root=image_root, verify_images=verify_images, strict=strict,
                               num_threads=num_threads, keep_empty=keep_empty)
