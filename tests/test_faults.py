@@ -1,8 +1,20 @@
-"""A run killed at any moment (SIGKILL), even while saving, resumes to the uninterrupted result."""
+"""Faults during training end with a clear message and an intact last checkpoint.
 
+- A run killed at any moment (SIGKILL), even while saving, resumes to the uninterrupted result
+  (subprocesses, as a real kill).
+- In process, with the test's tiny trainer: a data-loading worker that dies, a disk that fills up
+  while a checkpoint is written (each writer in turn: weights, optimizer, RNG state, EMA; with and
+  without ``save_total_limit``), an evaluation set where a class (or every class) has no positive.
+  Each time the previous complete checkpoint is still there and loads, the half-written one is never
+  picked up, and the run resumes from it.
+"""
+
+import errno
 import json
+import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification, TrainerCallback
 
-from hf_mlcls.training import INCOMPLETE_MARKER, last_complete_checkpoint
+from hf_mlcls.training import INCOMPLETE_MARKER, last_complete_checkpoint, load_ema
 
 SCRIPT = r'''
 import json, os, signal, sys
@@ -102,3 +115,196 @@ def test_a_checkpoint_half_written_by_a_crash_is_never_picked_up(uninterrupted):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (out / "checkpoint-4" / INCOMPLETE_MARKER).exists()
     assert_same_result(out, tmp_path / "full")
+
+
+# ============================================================================== in-process faults
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from hf_mlcls.data import load_multilabel_dataset
+
+    root = tmp_path_factory.mktemp("faults_demo")
+    return load_multilabel_dataset("demo", str(root), num_train=32, num_validation=16, image_size=32)
+
+
+def trainer_for(demo, out, **args):
+    """The tiny trainer of tests/test_training.py: 2 steps per epoch, a checkpoint at every step."""
+    from test_training import make_trainer
+
+    settings = dict(epochs=2, eval_strategy="no", save_strategy="steps", save_steps=1)
+    return make_trainer(demo, out, **{**settings, **args})
+
+
+def stopped(caught) -> str:
+    return " ".join(getattr(caught.value, "__notes__", []))
+
+
+def assert_intact(out: Path, step: int) -> None:
+    """checkpoint-{step} is the last complete one, and everything in it loads."""
+    last = last_complete_checkpoint(str(out))
+    assert last == str(out / f"checkpoint-{step}"), (last, sorted(os.listdir(out)))
+    assert json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] == step
+    model = AutoModelForImageClassification.from_pretrained(last)
+    assert load_ema(model, last)
+    torch.load(Path(last) / "optimizer.pt", weights_only=True)
+    torch.load(Path(last) / "scheduler.pt", weights_only=True)
+
+
+def assert_resumes(demo, out: Path, steps: int = 4, **args) -> None:
+    trainer = trainer_for(demo, out, **args)
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == steps
+    assert_intact(out, steps)
+
+
+class DiesWhenFlagged(torch.utils.data.Dataset):
+    """A training set whose data-loading workers die (``os._exit``, or SIGKILL as the OOM killer sends)
+    once ``flag`` exists."""
+
+    def __init__(self, inner, flag: Path, how: str):
+        self.inner, self.flag, self.how = inner, str(flag), how
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        if os.path.exists(self.flag):
+            if self.how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(3)
+        return self.inner[index]
+
+
+class FlagAfterSave(TrainerCallback):
+    def __init__(self, flag: Path, step: int):
+        self.flag, self.step = flag, step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            self.flag.touch()
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_a_data_loading_worker_that_dies_ends_with_a_clear_message(how, demo, tmp_path):
+    out = tmp_path / "run"
+    trainer = trainer_for(demo, out, dataloader_num_workers=2)
+    flag = tmp_path / "die"
+    trainer.train_dataset = DiesWhenFlagged(trainer.train_dataset, flag, how)
+    trainer.add_callback(FlagAfterSave(flag, 2))  # the second epoch's workers die at their first sample
+    with pytest.raises(RuntimeError, match="DataLoader worker") as caught:
+        trainer.train()
+    note = stopped(caught)
+    assert "training stopped at step 2" in note and "a data-loading worker failed" in note, note
+    assert f"the last complete checkpoint is {out / 'checkpoint-2'}: resume with resume_from_checkpoint=True" in note
+    assert_intact(out, 2)
+    if how == "exit":
+        assert_resumes(demo, out)
+
+
+def _disk_full(path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _fill_the_disk(monkeypatch, trainer, writer: str, at_step: int = 2) -> None:
+    """Make ``writer`` fail as a full disk does while checkpoint-{at_step} is written."""
+    import transformers.modeling_utils
+
+    import hf_mlcls.training
+
+    def now():
+        return trainer.state.global_step == at_step
+
+    if writer == "weights":  # safetensors reports the OS error inside its own exception type
+        from safetensors import SafetensorError
+
+        real = transformers.modeling_utils.safe_save_file
+
+        def save_weights(tensors, filename, *args, **kwargs):
+            if now():
+                open(filename, "wb").close()  # the file was created, then nothing fitted
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+            return real(tensors, filename, *args, **kwargs)
+
+        monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", save_weights)
+    elif writer in ("optimizer", "rng"):
+        real_save = torch.save
+        name = {"optimizer": "optimizer.pt", "rng": "rng_state.pth"}[writer]
+
+        def save(obj, f, *args, **kwargs):
+            if now() and str(f).endswith(name):
+                if writer == "optimizer":
+                    raise _disk_full(f)
+                # torch's zip writer says only this; the disk itself must tell
+                raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4160 vs 4048")
+            return real_save(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+        if writer == "rng":
+            from collections import namedtuple
+
+            usage = namedtuple("usage", "total used free")
+            monkeypatch.setattr(hf_mlcls.training.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    elif writer == "ema":
+        real_file = hf_mlcls.training.save_file
+
+        def save_ema_file(tensors, filename, *args, **kwargs):
+            if now():
+                raise _disk_full(filename)
+            return real_file(tensors, filename, *args, **kwargs)
+
+        monkeypatch.setattr(hf_mlcls.training, "save_file", save_ema_file)
+
+
+@pytest.mark.parametrize(
+    "writer, limit",
+    [("weights", None), ("optimizer", None), ("rng", None), ("ema", 1)],
+    ids=["weights", "optimizer", "rng-state", "ema-with-save_total_limit-1"],
+)
+def test_a_full_disk_while_saving_keeps_the_last_complete_checkpoint(writer, limit, demo, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = trainer_for(demo, out, save_total_limit=limit)
+    _fill_the_disk(monkeypatch, trainer, writer)
+    with pytest.raises(Exception) as caught:
+        trainer.train()
+    note = stopped(caught)
+    assert "training stopped at step 2" in note and "the disk is full" in note, note
+    assert "checkpoint-2 was not completely written and is never resumed from" in note, note
+    assert f"the last complete checkpoint is {out / 'checkpoint-1'}" in note, note
+    assert (out / "checkpoint-2" / INCOMPLETE_MARKER).exists()
+    assert_intact(out, 1)  # with save_total_limit=1 too: the old checkpoint goes only once the new one is whole
+    if limit:
+        monkeypatch.undo()  # space was freed
+        assert_resumes(demo, out, save_total_limit=limit)
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-4"]
+
+
+def test_an_evaluation_class_without_positives_is_skipped_and_named(demo, tmp_path, caplog):
+    """Training goes on; the class is left out of mAP, counted, named in a warning; the best checkpoint is kept."""
+    names = demo["train"].features["labels"].feature.names
+    data = dict(demo, validation=demo["validation"].filter(lambda row: 0 not in row["labels"]))
+    out = tmp_path / "run"
+    trainer = trainer_for(data, out, eval_strategy="steps", eval_steps=2, save_steps=2, max_steps=2,
+                          metric_for_best_model="ema_mAP", load_best_model_at_end=True)
+    with caplog.at_level(logging.WARNING, logger="hf_mlcls.training"):
+        trainer.train()
+    warned = [r.getMessage() for r in caplog.records if "no positive in the evaluation set" in r.getMessage()]
+    assert len(warned) == 1 and f"1 of {len(names)} classes" in warned[0] and f"({names[0]})" in warned[0], warned
+    metrics = next(m for m in trainer.state.log_history if "eval_ema_mAP" in m)
+    assert metrics["eval_ema_num_classes_skipped"] == 1 and 0 <= metrics["eval_ema_mAP"] <= 100
+    assert trainer.state.best_model_checkpoint == str(out / "checkpoint-2")
+    assert_intact(out, 2)
+
+
+def test_an_evaluation_set_without_any_positive_says_so(demo, tmp_path, caplog):
+    """No class has a positive: every mAP is NaN (never a made-up number), and the warning says why no
+    checkpoint can be chosen as the best."""
+    data = dict(demo, validation=demo["validation"].map(lambda row: {"labels": []}))
+    trainer = trainer_for(data, tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="hf_mlcls.training"):
+        metrics = trainer.evaluate()
+    assert metrics["eval_num_classes_skipped"] == metrics["eval_ema_num_classes_skipped"] == 10
+    assert metrics["eval_mAP"] != metrics["eval_mAP"] and metrics["eval_ema_mAP"] != metrics["eval_ema_mAP"]  # NaN
+    warned = [r.getMessage() for r in caplog.records if "positive" in r.getMessage()]
+    assert len(warned) == 1 and "no class has a positive in the evaluation set (16 images, 10 classes)" in warned[0]
+    assert "no checkpoint can be chosen as the best" in warned[0]

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -272,16 +273,28 @@ class MultiLabelTrainer(Trainer):
 
     # ---- checkpoints --------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
-        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
         marker = os.path.join(folder, INCOMPLETE_MARKER)
         if self.args.should_save:
             os.makedirs(folder, exist_ok=True)
             open(marker, "w").close()
-        super()._save_checkpoint(model, trial)
+        # The Trainer deletes old checkpoints (save_total_limit) at the end of its own save, before the
+        # EMA is written: a crash or a full disk after that would leave no complete checkpoint at all.
+        # Old ones go only once this one is whole.
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
         if self.args.should_save:
             if self.ema is not None:
                 save_ema(self.ema.module, folder)
             os.remove(marker)  # only now is the checkpoint whole
+            if limit:
+                rotate_checkpoints(run_dir, save_total_limit=limit, best_model_checkpoint=self.state.best_model_checkpoint,
+                                   use_mtime=True)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         """`Trainer.train`, where `resume_from_checkpoint=True` skips checkpoints a crash left half-written."""
@@ -333,7 +346,7 @@ class CountSkippedClasses:
     def __init__(self, compute_metrics, id2label=None) -> None:
         self.compute_metrics = compute_metrics
         self.id2label = id2label
-        self._warned: tuple | None = None
+        self._warned: tuple | str | None = None
 
     def __call__(self, eval_pred, *args, **kwargs):
         metrics = self.compute_metrics(eval_pred, *args, **kwargs)
@@ -347,7 +360,14 @@ class CountSkippedClasses:
             return metrics
         empty = np.flatnonzero(~(labels == 1).any(axis=0))
         metrics = {**metrics, "num_classes_skipped": int(empty.size)}
-        if empty.size and tuple(empty.tolist()) != self._warned:
+        if empty.size == labels.shape[1] and self._warned != "all":
+            self._warned = "all"
+            logger.warning(
+                "no class has a positive in the evaluation set (%d images, %d classes): mAP and the class means "
+                "are undefined (NaN), so no checkpoint can be chosen as the best on them; check the evaluation "
+                "set's labels", labels.shape[0], labels.shape[1],
+            )
+        elif empty.size and empty.size < labels.shape[1] and tuple(empty.tolist()) != self._warned:
             self._warned = tuple(empty.tolist())
             id2label = (self.id2label() if callable(self.id2label) else self.id2label) or {}
             names = ", ".join(str(id2label.get(int(i), int(i))) for i in empty[:20]) + (" ..." if empty.size > 20 else "")
@@ -369,8 +389,9 @@ def stopped_note(err: BaseException, output_dir: str | None, step: int) -> str:
         if name.startswith("checkpoint-") and os.path.exists(os.path.join(output_dir, name, INCOMPLETE_MARKER))
     )
     last = last_complete_checkpoint(output_dir) if has_dir else None
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
+    full = _disk_full_error(err)
+    if full is not None:
+        where = f" while writing {full.filename}" if getattr(full, "filename", None) else ""
         parts.append(f"the disk is full{where}: free some space (or set save_total_limit) before resuming")
     elif incomplete and last:
         # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): look at the disk itself
@@ -395,6 +416,21 @@ def stopped_note(err: BaseException, output_dir: str | None, step: int) -> str:
     else:
         parts.append(f"there is no complete checkpoint in {output_dir!r} to resume from")
     return "; ".join(parts) + "."
+
+
+def _disk_full_error(err: BaseException) -> BaseException | None:
+    """The exception in ``err``'s chain that says the disk is full: an ``OSError`` with ``ENOSPC``, or
+    one whose text carries the system's words for it (safetensors reports a full disk as a
+    ``SafetensorError`` with the OS message inside)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        if os.strerror(errno.ENOSPC) in str(err) or f"os error {errno.ENOSPC})" in str(err):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _folder_size(folder: str) -> int:
