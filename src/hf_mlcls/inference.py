@@ -6,12 +6,14 @@ import csv
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cli import UserError
 from .data.images import ImageOpenError, open_rgb
 from .data.transforms import transforms_from_image_processor
 
@@ -20,14 +22,59 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+class ModelLoadError(UserError, OSError):
+    """A model folder or Hub id that cannot be loaded; the message names it and says why."""
+
+
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"device {device!r} is not a device torch knows (cpu, cuda, cuda:1, mps ...): {err}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device is available here; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use --device cpu")
+
+
 def load_model(name_or_path: str, device: str | None = None, **kwargs):
-    """A classification model from a saved folder or a Hub id, in eval mode, with its image processor."""
+    """A classification model from a saved folder or a Hub id, in eval mode, with its image processor.
+
+    A folder or id that cannot be loaded (missing, offline, no weights file, a damaged or
+    truncated weights file, a config that is not JSON) raises :class:`ModelLoadError`
+    (an ``OSError``) naming it, with the cause in one line.
+    """
     import hf_mlcls  # noqa: F401  (registers the model types)
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageClassification
 
-    if os.path.sep in name_or_path and not os.path.exists(name_or_path):
+    if device is not None:
+        _check_device(device)
+    # "owner/name" is a Hub id unless such a folder exists; a path that can be no Hub id must exist
+    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1 or (
+        os.path.sep != "/" and os.path.sep in name_or_path
+    )
+    if looks_local and not os.path.exists(os.path.expanduser(name_or_path)):
         raise FileNotFoundError(f"model folder {name_or_path!r} does not exist")
-    model = AutoModelForImageClassification.from_pretrained(name_or_path, **kwargs)
+    if os.path.isfile(name_or_path):
+        raise ModelLoadError(f"model {name_or_path!r} is a file; give the folder save_pretrained wrote (or a Hub id)")
+    try:
+        model = AutoModelForImageClassification.from_pretrained(name_or_path, **kwargs)
+    except pickle.UnpicklingError as err:  # a pytorch_model.bin that is more than tensors
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: refusing its pickle weights file, which would import or run code "
+            "(only torch.load(weights_only=True) is used); if you trust its source, load it there and save_pretrained "
+            "it again (safetensors)"
+        ) from err
+    except SafetensorError as err:
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: its weights file is damaged or truncated ({err}); "
+            "save or download it again"
+        ) from err
+    except OSError as err:  # missing files, offline without a cached copy, config.json that is not JSON
+        detail = " ".join(str(err).split())
+        where = "" if os.path.exists(name_or_path) else "no folder of that name here, and as a Hub id: "
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}{detail[:400]}") from err
     if not hasattr(model, "build_image_processor"):
         raise ValueError(f"{name_or_path!r} is a {type(model).__name__}, not a Query2Label or ML-Decoder model")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,6 +100,8 @@ def find_images(inputs: Iterable[str]) -> list[str]:
 @torch.no_grad()
 def predict_probabilities(model, images: Sequence, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
     """Sigmoid scores (N, C) for PIL images or paths; images that cannot be read raise ImageOpenError."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
     transform = transforms_from_image_processor(model.build_image_processor(), train=False)
     device = next(model.parameters()).device
     outputs = []
