@@ -103,6 +103,57 @@ def parse_all_args(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def _json_object(text: str | None, flag: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"train.py: --{flag}: not valid JSON ({err.msg} at column {err.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"train.py: --{flag} must be a JSON object like '{{\"key\": value}}', got {text!r}")
+    return value
+
+
+def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
+               zs_args: ZeroShotArguments | None = None) -> None:
+    """Refuse bad argument values before any data is read or model built, naming the argument."""
+    from hf_mlcls.data import list_datasets
+    from hf_mlcls.data.loading import _ALIASES
+
+    def refuse(message: str) -> None:
+        raise SystemExit(f"train.py: {message}")
+
+    _json_object(model_args.model_overrides, "model_overrides")
+    _json_object(data_args.dataset_options, "dataset_options")
+    name = data_args.dataset.strip().lower()
+    known = list_datasets()
+    if _ALIASES.get(name, name) not in known:
+        refuse(f"--dataset {data_args.dataset!r} is not a dataset; available: {', '.join(known)}")
+    if data_args.data_dir is None and _ALIASES.get(name, name) != "demo":
+        refuse(f"--data_dir is required for --dataset {data_args.dataset!r} (the dataset's root folder)")
+    for flag in ("max_train_samples", "max_eval_samples"):
+        value = getattr(data_args, flag)
+        if value is not None and value < 1:
+            refuse(f"--{flag} must be >= 1 (leave it out for every sample), got {value}")
+    if recipe.schedule not in ("onecycle", "cosine", "trainer"):
+        refuse(f"--schedule must be 'onecycle', 'cosine' or 'trainer', got {recipe.schedule!r}")
+    if not 0 < recipe.pct_start < 1:
+        refuse(f"--pct_start must be in (0, 1), got {recipe.pct_start}")
+    if recipe.optimizer not in ("adamw", "adam"):
+        refuse(f"--optimizer must be 'adamw' or 'adam', got {recipe.optimizer!r}")
+    if not 0 <= recipe.ema_decay < 1:
+        refuse(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {recipe.ema_decay}")
+    if recipe.early_stopping_patience is not None and recipe.early_stopping_patience < 1:
+        refuse(f"--early_stopping_patience must be >= 1, got {recipe.early_stopping_patience}")
+    if recipe.freeze_backbone and recipe.backbone_trainable_layers:
+        refuse("--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers")
+    if zs_args is not None and zs_args.unseen_labels is not None:
+        empty = [n for n in zs_args.unseen_labels if not n.strip()]
+        if not zs_args.unseen_labels or empty:
+            refuse(f"--unseen_labels must list class names, got {zs_args.unseen_labels!r}")
+
+
 def parse_args(argv: list[str]):
     """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments); see `parse_all_args` for zero-shot."""
     return tuple(parse_all_args(argv)[:4])
@@ -168,6 +219,7 @@ def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArgume
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, recipe, training_args, zs_args = parse_all_args(sys.argv[1:] if argv is None else argv)
+    check_args(model_args, data_args, recipe, zs_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
     transformers.set_seed(training_args.seed)

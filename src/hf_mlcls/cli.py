@@ -43,4 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m hf_mlcls.cli` runs this file as a second module, __main__, whose UserError is not the one the
+    # commands raise (they import hf_mlcls.cli): run the package's own main so those are caught as user errors.
+    from hf_mlcls.cli import main as package_main
+
+    sys.exit(package_main())

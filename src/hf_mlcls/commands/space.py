@@ -34,7 +34,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..hub import deploy_space
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    if models is not None and not models:
+        from ..cli import UserError
+
+        raise UserError(f"--models {args.models!r} names no model; give comma-separated Hub ids, or leave it out")
     result = deploy_space(
         args.repo_id,
         dry_run=args.dry_run,
