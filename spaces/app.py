@@ -164,25 +164,43 @@ class LoadedModel:
 
 
 class ModelStore:
-    """Loads models on first use and keeps the most recent few in memory."""
+    """Loads models on first use and keeps the most recent few in memory.
+
+    A model loads under its own lock, so a slow first load (a large download) holds up only the
+    requests for that model; the others are served meanwhile.
+    """
 
     def __init__(self, sources: "OrderedDict[str, str]", capacity: int = MAX_LOADED_MODELS):
         self.sources = sources
         self.capacity = capacity
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts only, never held while loading
+        self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, name: str) -> LoadedModel:
-        if name not in self.sources:
-            raise UserFacingError("Unknown model: pick one from the list.")
+    def _cached(self, name: str) -> LoadedModel | None:
         with self._lock:
             if name in self._models:
                 self._models.move_to_end(name)
                 return self._models[name]
+            return None
+
+    def get(self, name: str) -> LoadedModel:
+        if name not in self.sources:
+            raise UserFacingError("Unknown model: pick one from the list.")
+        loaded = self._cached(name)
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            loading = self._loading.setdefault(name, threading.Lock())
+        with loading:  # one load per model at a time
+            loaded = self._cached(name)  # loaded by the request we waited for
+            if loaded is not None:
+                return loaded
             loaded = self._load(name, self.sources[name])
-            self._models[name] = loaded
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
+            with self._lock:
+                self._models[name] = loaded
+                while len(self._models) > self.capacity:
+                    self._models.popitem(last=False)
             return loaded
 
     @staticmethod
@@ -336,6 +354,22 @@ def _prune_downloads(max_age_s: float = 600) -> None:
             pass
 
 
+def image_file(image: Image.Image, name: str = "image") -> str:
+    """A display image as a file of its own (under the pruned downloads folder), for Gradio to serve.
+
+    Gradio caches a returned PIL image by writing it in place at a path named by its content, so two
+    requests that show the same picture rewrite one file while it is being sent (the client gets an
+    empty body: 3 of 96 requests with 8 clients on one example). A file path is copied into its cache
+    atomically instead.
+    """
+    _prune_downloads()
+    folder = TMP_ROOT / "downloads" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / f"{name}.webp"
+    image.save(path, format="WEBP")
+    return str(path)
+
+
 def write_downloads(state: dict, threshold: float, top_k: int) -> tuple[str | None, str | None]:
     """CSV (every label of every image) and JSON (per image: predicted labels, top-k, all scores)."""
     if not state["scores"]:
@@ -393,7 +427,7 @@ def render_scores(state: dict, index: int | None, threshold: float, top_k: int):
     gallery = []
     for image, img_name, img_scores in zip(state["images"], state["names"], state["scores"]):
         top = [state["labels"][j] for j in np.argsort(-np.asarray(img_scores), kind="stable") if img_scores[j] >= threshold]
-        gallery.append((image, f"{img_name}: {', '.join(top[:4]) or '—'}"))
+        gallery.append((image_file(image, "thumbnail"), f"{img_name}: {', '.join(top[:4]) or '—'}"))
     import pandas as pd
 
     table = pd.DataFrame(
@@ -426,7 +460,7 @@ def render_attention(state: dict, index: int | None, label: int | None):
         caption = (f"ML-Decoder answers with {len(maps)} group queries of {g} labels each. **{name}** "
                    f"(score {scores[label]:.2f}) is answered by query {query + 1}, which also answers for "
                    f"{', '.join(others) or 'no other label'}; the map is that query's cross-attention.")
-    return attention_overlay(state["images"][index], maps[query]), caption
+    return image_file(attention_overlay(state["images"][index], maps[query]), "attention"), caption
 
 
 # ----------------------------------------------------------------------------- event handlers
@@ -606,7 +640,7 @@ def zero_shot(file, labels_text, model_name, threshold):
     line = (f"Scores for {len(names)} label(s). At ≥ {threshold:.2f}: " + (", ".join(f"**{p}**" for p in predicted)
             or "none") + f". The map shows the query of **{names[best]}**, the best-scoring label.")
     return ({n: float(s) for n, s in zip(names, scores)}, message("ok", line),
-            attention_overlay(image, maps[best]))
+            image_file(attention_overlay(image, maps[best]), "attention"))
 
 
 def example_files() -> list[Path]:
