@@ -50,7 +50,7 @@ from hf_mlcls.inference import ModelLoadError, load_model, predict_files
 
 # ======================================================================================= datasets
 
-LAYOUTS = ["coco2014", "voc2007", "nus-wide", "openimages-v6", "csv", "jsonl", "hub"]
+LAYOUTS = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "csv", "jsonl", "hub"]
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -745,7 +745,8 @@ def train_script():
         (["--freeze_backbone", "true", "--backbone_trainable_layers", "layer4"], r"--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers"),
         (["--unseen_labels", " "], r"--unseen_labels must list class names"),
     ],
-    ids=lambda v: v[0].lstrip("-") if isinstance(v, list) else None,
+    ids=["overrides-json", "overrides-not-object", "options-json", "dataset", "data-dir", "max-train", "max-eval",
+         "schedule", "pct-start", "optimizer", "ema-decay", "patience", "freeze-and-trainable", "unseen-labels"],
 )
 def test_train_script_refuses_bad_argument_values_before_any_work(args, message, train_script, tmp_path):
     parsed = train_script.parse_all_args(["--output_dir", str(tmp_path / "out"), *args])
@@ -765,3 +766,11 @@ def test_train_script_argument_file_errors(train_script, tmp_path):
         parsed = train_script.parse_all_args([os.path.join(os.path.dirname(train_script.__file__), "configs", config),
                                               "--output_dir", str(tmp_path)])
         train_script.check_args(parsed[0], parsed[1], parsed[2], parsed[4])
+
+
+def test_train_script_names_a_split_the_dataset_lacks(train_script, tmp_path):
+    options = json.dumps({"num_train": 8, "num_validation": 4, "image_size": 32})
+    with pytest.raises(SystemExit, match=r"split 'test' not in dataset 'demo' \(it has \['train', 'validation'\]\)"):
+        train_script.main(["--dataset", "demo", "--data_dir", str(tmp_path / "demo"), "--dataset_options", options,
+                           "--eval_split", "test", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+    assert not (tmp_path / "out").exists()
