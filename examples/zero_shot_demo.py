@@ -3,6 +3,7 @@
 
     python examples/zero_shot_demo.py                        # unseen: seven, eight, nine
     python examples/zero_shot_demo.py --unseen two five eight --epochs 8
+    python examples/zero_shot_demo.py --eval_only            # score the model saved by an earlier run again
 
 1. `examples/train.py` trains a zero-shot ML-Decoder (a half-width ResNet-18 cut after its
    third stage, 64 px, from scratch, no augmentation) on the demo's 2x2 digit mosaics, with the 7 seen class names ("zero" .. "six")
