@@ -14,7 +14,7 @@
   word-vector reader and label-embedding cache, and the ``hub`` dataset loader (a folder of pickles, a
   ``.pth`` in a WebDataset shard). Each refuses; the marker never appears.
 - With hf_mlcls imported, our saved models load with ``trust_remote_code=False`` in a fresh process
-  (Auto classes, image processor, pipeline) and no remote code is copied anywhere.
+  (Auto classes, image processor, a forward pass) and no remote code is copied anywhere.
 - The Space: uploads limited in size and type, its files only in its temporary folder, no file-system
   paths in its messages (in process here; tests/test_space.py checks the same against a live server).
 """
@@ -367,18 +367,19 @@ LOCAL_CLASSES = textwrap.dedent(
     """
     import os, sys
     import hf_mlcls
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
     from PIL import Image
     for folder in sys.argv[1:]:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=False)
         base = AutoModel.from_pretrained(folder, trust_remote_code=False)
-        AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
         for obj in (config, model, base):
             assert type(obj).__module__.startswith("hf_mlcls."), type(obj).__module__
-        classify = pipeline("image-classification", model=folder, trust_remote_code=False)
-        assert type(classify.model).__module__.startswith("hf_mlcls.")
-        assert len(classify(Image.new("RGB", (40, 30)), top_k=None)) == 3
+        with torch.no_grad():
+            logits = model(**processor(images=[Image.new("RGB", (40, 30))], return_tensors="pt")).logits
+        assert logits.shape == (1, 3)
     modules = os.environ["HF_MODULES_CACHE"]
     copied = [f for _, _, files in os.walk(modules) for f in files if f.endswith(".py")] if os.path.isdir(modules) else []
     assert not copied, copied
