@@ -59,6 +59,7 @@ def interleaved(
     inner: int = 1,
     device: str = "cpu",
     budget_s: Optional[float] = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Time each callable ``repeats`` times, interleaved, after ``warmup`` untimed calls.
 
@@ -66,6 +67,9 @@ def interleaved(
     back-to-back calls. The order of the contenders is rotated every round so that none
     always runs first (or right after the same neighbour). ``budget_s`` stops adding
     rounds once that much wall time is spent (at least 3 rounds are always taken).
+    ``clock`` reads the time: wall time by default; ``time.process_time`` (CPU time of the
+    process) leaves out the time other jobs on a busy machine hold the cores, which makes
+    single-threaded CPU measurements far steadier (it would undercount work done on a GPU).
     """
     names = list(fns)
     for name in names:
@@ -78,11 +82,11 @@ def interleaved(
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 fns[name]()
             sync(device)
-            out[name].append((time.perf_counter() - t0) / inner)
+            out[name].append((clock() - t0) / inner)
         if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
             break
     return out

@@ -5,7 +5,7 @@ torchvision pipeline of the official training scripts, in the same run.
     nice python bench/bench_data.py --quick    # 60 images, fewer repetitions (~1 min)
 
 Input: generated 640x480 JPEGs (quality 90, smooth colour fields with edges and grain,
-~100 KB each, a COCO-like size) in a temporary folder, read from the page cache.
+~70 KB each, a COCO-like size) in a temporary folder, read from the page cache.
 
 Train pipelines (size s = 224 and 448), each ending with its collator on batches of 32
 (the collator runs in the worker too):
