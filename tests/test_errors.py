@@ -245,6 +245,15 @@ def test_jsonl_unknown_names_and_nus_csv_escaping_paths(tmp_path):
         load_multilabel_dataset("nus-wide", str(tmp_path / "n"))
 
 
+@pytest.mark.parametrize("layout, make, file", [("csv", make_csv, "train.csv:2"), ("jsonl", make_jsonl, "train.jsonl:1")],
+                         ids=["csv", "jsonl"])
+def test_names_where_label_type_index_promises_indices(layout, make, file, tmp_path):
+    """Without a class list, label_type='index' with a name among the labels used to end in int()'s ValueError."""
+    make(str(tmp_path))
+    with pytest.raises(DatasetLayoutError, match=rf"{file}: label 'cat' is not a class index \(label_type='index'\)"):
+        load_multilabel_dataset(layout, str(tmp_path), label_type="index", verify_images=False)
+
+
 def test_hub_label_columns_it_cannot_read(tmp_path):
     import datasets
 

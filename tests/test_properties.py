@@ -171,9 +171,14 @@ def csv_text(rows, well_formed: bool) -> str:
 
 HEADER = st.one_of(st.just(["image", "labels"]), st.just(["image", "labels", "unknown_labels"]),
                    st.lists(CELL, max_size=4))
+# Well-formed rows too, so that loading succeeds often enough for its result to be checked.
+IMAGE_NAME = st.sampled_from(["a.jpg", "b.png", "sub/c.jpg", "d e.jpg", "é.jpg"])
+LABEL_TEXT = st.sampled_from(["cat", "cat|dog", "dog", "", "[0, 1]", "[2]", '["cat", "traffic light"]', "['dog']"])
+GOOD_CSV_ROWS = st.lists(st.tuples(IMAGE_NAME, LABEL_TEXT).map(list), min_size=1, max_size=5, unique_by=lambda r: r[0])
 CSV_FILE = st.one_of(
     st.builds(lambda header, rows, ok: csv_text([header] + rows, ok), HEADER,
               st.lists(st.lists(CELL, min_size=0, max_size=4), max_size=6), st.booleans()),
+    st.builds(lambda rows: csv_text([["image", "labels"]] + rows, True), GOOD_CSV_ROWS),
     st.binary(max_size=200),
 )
 OPTIONS = st.fixed_dictionaries({}, optional={
@@ -207,7 +212,12 @@ JSONL_LINE = st.one_of(
     st.builds(json.dumps, JSON_VALUE),
     CELL,
 )
-JSONL_FILE = st.one_of(st.lists(JSONL_LINE, max_size=6).map("\n".join), st.binary(max_size=200))
+GOOD_JSONL = st.lists(
+    st.tuples(IMAGE_NAME, st.one_of(st.lists(st.sampled_from(["cat", "dog", "traffic light"]), max_size=3),
+                                    st.lists(st.integers(0, 3), max_size=3), LABEL_TEXT)),
+    min_size=1, max_size=5, unique_by=lambda r: r[0],
+).map(lambda rows: "\n".join(json.dumps({"image": i, "labels": labels}) for i, labels in rows))
+JSONL_FILE = st.one_of(st.lists(JSONL_LINE, max_size=6).map("\n".join), GOOD_JSONL, st.binary(max_size=200))
 
 
 @settings(max_examples=120, **SETTINGS)
@@ -215,6 +225,7 @@ JSONL_FILE = st.one_of(st.lists(JSONL_LINE, max_size=6).map("\n".join), st.binar
 @example(train='{"image": "a\\ud800.jpg", "labels": ["x"]}', class_file=None, options={})  # lone surrogate
 @example(train='{"image": "a.jpg", "labels": "' + "[" * 5000 + '"}', class_file=None, options={})
 @example(train='{"image": "a.jpg", "labels": [1, 2]', class_file=None, options={})  # truncated line
+@example(train='{"image": "a.jpg", "labels": "cat"}', class_file=None, options={"label_type": "index"})  # a name, not an index
 def test_jsonl_parser_raises_only_documented_errors(train, class_file, options):
     run_loader("jsonl", _files("train.jsonl", train, class_file), splits=["train"], **options)
 
@@ -236,8 +247,25 @@ COCO_DOC = st.fixed_dictionaries(
 VALID_COCO = json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
                          "annotations": [{"id": 9, "image_id": 1, "category_id": 3, "segmentation": [[0, 0, 1, 1]]}],
                          "categories": [{"id": 3, "name": "cat"}]})
+@st.composite
+def good_coco(draw):
+    """A well-formed document: unique image and category ids, annotations pointing at them (or not)."""
+    image_ids = draw(st.lists(st.integers(0, 2**40), min_size=1, max_size=4, unique=True))
+    names = draw(st.lists(IMAGE_NAME, min_size=len(image_ids), max_size=len(image_ids), unique=True))
+    cat_ids = draw(st.lists(st.integers(1, 90), min_size=1, max_size=3, unique=True))
+    cat_names = draw(st.lists(st.sampled_from(["cat", "dog", "person", "traffic light"]), min_size=len(cat_ids),
+                              max_size=len(cat_ids), unique=True))
+    known = st.sampled_from(image_ids), st.sampled_from(cat_ids)
+    anns = draw(st.lists(st.tuples(st.one_of(known[0], ID), st.one_of(known[1], ID), st.sampled_from([0, 1])), max_size=6))
+    return json.dumps({"images": [{"id": i, "file_name": n} for i, n in zip(image_ids, names)],
+                       "annotations": [{"id": k, "image_id": i, "category_id": c, "iscrowd": crowd}
+                                       for k, (i, c, crowd) in enumerate(anns)],
+                       "categories": [{"id": i, "name": n} for i, n in zip(cat_ids, cat_names)]})
+
+
 COCO_FILE = st.one_of(
     COCO_DOC.map(lambda d: json.dumps(d)),
+    good_coco(),
     st.builds(json.dumps, JSON_VALUE),
     st.integers(0, len(VALID_COCO)).map(lambda k: VALID_COCO[:k]),  # truncated anywhere
     st.binary(max_size=200),
@@ -266,3 +294,65 @@ def test_coco_parser_raises_only_documented_errors(parser):
 
     with mock.patch.dict(sys.modules, hidden):
         check()
+
+
+# The other CSV readers: NUS-WIDE's data.csv and Open Images' label and class files.
+
+NUS_GOOD_ROW = st.tuples(st.sampled_from(["a.jpg", "Flickr/b.jpg", "c d.jpg", "a.jpg"]),
+                         st.sampled_from(["['sky', 'water']", "[]", "['sky']", "['zebra']", "[\"it's\"]"]),
+                         st.sampled_from(["train", "val"])).map(list)
+NUS_ROW = st.one_of(
+    NUS_GOOD_ROW,
+    st.tuples(st.one_of(st.sampled_from(["a.jpg", "../a.jpg", "/etc/passwd"]), CELL), CELL, CELL).map(list),
+    st.lists(CELL, max_size=4),  # any number of fields
+)
+NUS_FILE = st.one_of(
+    st.builds(lambda rows, ok: csv_text([["image_path", "tags", "split"]] + rows, ok),
+              st.one_of(st.lists(NUS_GOOD_ROW, min_size=1, max_size=4), st.lists(NUS_ROW, max_size=6)), st.booleans()),
+    st.binary(max_size=200),
+)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(data=NUS_FILE, class_file=CLASS_FILE, drop=st.booleans())
+@example(data="image_path,tags,split\na.jpg,\"['sky'\",train\nb.jpg,[],val\n", class_file=None, drop=False)  # unclosed list
+@example(data="image_path,tags,split\n../a.jpg,\"['sky']\",train\nb.jpg,[],val\n", class_file=None, drop=False)
+def test_nus_wide_csv_parser_raises_only_documented_errors(data, class_file, drop):
+    options = {"drop_unlisted_labels": drop}
+    if class_file is not None:
+        options["classes"] = "classes.txt"
+    run_loader("nus-wide", _files("data.csv", data, class_file), layout="csv", splits=["train"], **options)
+
+
+OI_GOOD_ROW = st.tuples(st.sampled_from(["000a1", "000b2"]), st.sampled_from(["verification", "crowdsource"]),
+                        st.sampled_from(["/m/01", "/m/02"]), st.sampled_from(["0", "1"])).map(list)
+OI_ROW = st.one_of(
+    OI_GOOD_ROW,
+    st.tuples(st.one_of(st.sampled_from(["000a1", "../x"]), CELL), CELL, st.one_of(st.just("/m/01"), CELL),
+              st.one_of(st.sampled_from(["0", "1", "0.5", "nan"]), CELL)).map(list),
+    st.lists(CELL, max_size=5),  # any number of fields
+)
+OI_DESCRIPTIONS = st.one_of(
+    st.just("LabelName,DisplayName\n/m/01,Cat\n/m/02,Dog\n"),
+    st.builds(lambda rows, ok: csv_text([["LabelName", "DisplayName"]] + rows, ok), st.lists(OI_ROW, max_size=4),
+              st.booleans()),
+    st.binary(max_size=100),
+)
+OI_LABELS = st.one_of(
+    st.builds(lambda rows, ok: csv_text([["ImageID", "Source", "LabelName", "Confidence"]] + rows, ok),
+              st.one_of(st.lists(OI_GOOD_ROW, min_size=1, max_size=4), st.lists(OI_ROW, max_size=6)), st.booleans()),
+    st.builds(lambda header, rows: csv_text([header] + rows, True), st.lists(CELL, max_size=4), st.lists(OI_ROW, max_size=3)),
+    st.binary(max_size=200),
+)
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(descriptions=OI_DESCRIPTIONS, labels=OI_LABELS, trainable=st.one_of(st.none(), st.lists(CELL, max_size=3).map("\n".join)),
+       unverified_as_negative=st.booleans())
+@example(descriptions="LabelName,DisplayName\n/m/01,Cat\n", labels="ImageID,Source,LabelName,Confidence\n000a1,x,/m/01,1e400\n",
+         trainable=None, unverified_as_negative=False)
+def test_open_images_parser_raises_only_documented_errors(descriptions, labels, trainable, unverified_as_negative):
+    files = {"oidv6-class-descriptions.csv": descriptions, "oidv6-train-annotations-human-imagelabels.csv": labels}
+    if trainable is not None:
+        files["oidv6-classes-trainable.txt"] = trainable
+    run_loader("openimages-v6", files, splits=["train"], unverified_as_negative=unverified_as_negative)

@@ -148,6 +148,13 @@ class _LabelResolver:
         self.mode = mode
         if self.classes is None:
             if mode == "index":
+                bad = next(
+                    ((s.refs[r], t) for s in splits for col in (s.tokens, s.unknown_tokens or [])
+                     for r, row in enumerate(col) for t in row if not _is_int_token(t)),
+                    None,
+                )
+                if bad is not None:
+                    raise DatasetLayoutError(f"{bad[0]}: label {bad[1]!r} is not a class index (label_type='index')")
                 top = max((int(t) for t in all_tokens), default=-1)
                 if top >= MAX_INDEX_CLASSES:
                     where = next(
