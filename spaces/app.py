@@ -591,6 +591,39 @@ def parse_label_names(text: str) -> list[str]:
     return names
 
 
+def label_encoder(loaded: LoadedModel, names: list[str]):
+    """The model's text encoder (``config.text_encoder``) and, for word vectors, the typed words it lacks.
+
+    Raises a `UserFacingError` naming the encoder (never its folder) when it is not available here, and
+    naming the labels when a word-vector encoder knows none of their words.
+    """
+    import importlib
+
+    model = loaded.model
+    # the model's own package: hf_mlcls.models, or the remote-code module a Hub folder ships
+    text_encoding = importlib.import_module(type(model).__module__.rsplit(".", 1)[0] + ".text_encoding")
+    spec = getattr(model.config, "text_encoder", None)
+    try:
+        encoder = text_encoding.get_text_encoder(spec)
+    except (OSError, ValueError) as err:
+        raise UserFacingError(
+            f"**{loaded.name}** embeds label names with `{safe_name(spec or 'all-MiniLM-L6-v2')}`, which this Space "
+            f"cannot load ({type(err).__name__}), so it cannot score typed names here."
+        ) from None
+    if not hasattr(encoder, "check_words"):  # sentence encoders embed any text
+        return encoder, {}
+    try:
+        unknown, lost = encoder.check_words(names)
+    except (OSError, ValueError) as err:
+        raise UserFacingError(f"**{loaded.name}**: its word vectors `{safe_name(spec)}` cannot be read: {scrub(err)[:200]}") from None
+    if lost:
+        raise UserFacingError(
+            f"**{loaded.name}** scores labels with word vectors, and none of the words of "
+            + ", ".join(f"“{n}”" for n in lost[:10]) + " has one. Try other words (single common English words work best)."
+        )
+    return encoder, unknown
+
+
 def zero_shot(file, labels_text, model_name, threshold):
     """Score typed label names with a zero-shot ML-Decoder model (needs `set_label_names`)."""
     try:
@@ -617,11 +650,12 @@ def zero_shot(file, labels_text, model_name, threshold):
             )
         with loaded.lock:
             model = loaded.model
+            encoder, unknown = label_encoder(loaded, names)
             old = model.model.label_embeddings.detach().clone()
             old_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
             old_encoder = getattr(model.config, "text_encoder", None)
             try:
-                model.set_label_names(names)  # embedded by the model's own text encoder (config.text_encoder)
+                model.set_label_names(names, encoder)  # the model's own text encoder (config.text_encoder)
                 names = [model.config.id2label[i] for i in range(model.config.num_labels)]  # the model's order
                 with torch.inference_mode():
                     inputs = loaded.processor(images=[image], return_tensors="pt")
@@ -639,6 +673,9 @@ def zero_shot(file, labels_text, model_name, threshold):
     predicted = [names[j] for j in np.argsort(-scores) if scores[j] >= threshold]
     line = (f"Scores for {len(names)} label(s). At ≥ {threshold:.2f}: " + (", ".join(f"**{p}**" for p in predicted)
             or "none") + f". The map shows the query of **{names[best]}**, the best-scoring label.")
+    if unknown:
+        line += " Words the model's word vectors do not know (each such label is the average of its other words): " + "; ".join(
+            f"“{label}”: {', '.join(words)}" for label, words in list(unknown.items())[:10]) + "."
     return ({n: float(s) for n, s in zip(names, scores)}, message("ok", line),
             image_file(attention_overlay(image, maps[best]), "attention"))
 

@@ -505,3 +505,35 @@ def test_space_zero_shot_tab_scores_typed_names(tmp_path, monkeypatch):
     assert all(0 < s < 1 for s in scores.values()) and overlay is not None
     loaded = app.STORE.get("zsl (local)")
     assert loaded.model.config.id2label == {0: "red", 1: "green"} and loaded.model.config.text_encoder is None
+
+
+def test_space_zero_shot_tab_with_word_vectors(tmp_path, monkeypatch):
+    """Words the vectors lack are shown; a name with no known word, or a missing vector file, is a clear
+    message naming the label or the file (never its folder)."""
+    pytest.importorskip("gradio", reason="the Space needs gradio")
+    (tmp_path / "space").mkdir()
+    monkeypatch.setenv("HF_MLCLS_SPACE_TMP", str(tmp_path / "space"))
+    spec = importlib.util.spec_from_file_location("hf_mlcls_space_app_wordvec", ROOT / "spaces" / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = app
+    spec.loader.exec_module(app)
+    (tmp_path / "vectors").mkdir()
+    glove = write_glove(tmp_path / "vectors" / "glove.txt")
+    model = tiny_zsl(4, names=("cat", "dog"), image_size=64)
+    model.set_label_names(["cat", "dog"], text_encoder=str(glove))
+    model.save_pretrained(tmp_path / "zsl")
+    app.STORE = app.ModelStore(OrderedDict([("glove (local)", str(tmp_path / "zsl"))]))
+    example = sorted((ROOT / "spaces" / "examples").glob("*.jpg"))[0]
+
+    with pytest.warns(te.UnknownWordsWarning):
+        scores, text, _ = app.zero_shot(str(example), "sky, red light", "glove (local)", 0.5)
+    assert list(scores) == ["sky", "red light"] and "“red light”: red" in text, text
+    scores, text, overlay = app.zero_shot(str(example), "dog, zebra crossing", "glove (local)", 0.5)
+    assert scores == {} and overlay is None and "“zebra crossing”" in text and "has one" in text, text
+
+    te.clear_label_embedding_cache(memory=True, encoders=True)
+    glove.unlink()
+    app.STORE = app.ModelStore(OrderedDict([("glove (local)", str(tmp_path / "zsl"))]))
+    scores, text, _ = app.zero_shot(str(example), "sky", "glove (local)", 0.5)
+    assert scores == {} and "`glove.txt`" in text and "cannot load" in text, text
+    assert str(tmp_path) not in text

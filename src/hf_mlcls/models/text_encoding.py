@@ -310,8 +310,8 @@ class WordVectorEncoder(LabelEncoder):
             parts.append(_stat(os.path.join(os.path.dirname(self.path), "data.csv")))
         return "|".join(parts)
 
-    def encode(self, names: Sequence[str]) -> Tensor:
-        names = list(names)
+    def _lookup(self, names: list[str]) -> tuple[list[Tensor], dict[str, list[str]], list[str]]:
+        """(vectors of the labels found, words without a vector per label, labels with no known word)."""
         candidates = {}
         for label in names:
             keys = [label, label.lower()]
@@ -337,6 +337,19 @@ class WordVectorEncoder(LabelEncoder):
                     continue
                 vec = torch.stack(known).mean(0)
             rows.append(vec)
+        return rows, unknown, missing
+
+    def check_words(self, names: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+        """``(unknown, missing)`` for ``names``: per label its words without a vector, and the labels none of
+        whose words has one (which `encode` refuses). Unlike ``last_unknown_words`` this does not depend
+        on whether the embeddings came from the cache.
+        """
+        _, unknown, missing = self._lookup(list(names))
+        return unknown, missing
+
+    def encode(self, names: Sequence[str]) -> Tensor:
+        names = list(names)
+        rows, unknown, missing = self._lookup(names)
         self.last_unknown_words = unknown
         if missing:
             raise ValueError(f"{self.path}: no vector for any word of the label(s) {missing[:20]!r}" + (" ..." if len(missing) > 20 else ""))
