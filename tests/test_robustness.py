@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import nullcontext
 
 import datasets
 import numpy as np
@@ -244,17 +245,9 @@ def test_nus_wide_zsl_bad_benchmark_folders(damage, bench, error, message, tmp_p
     root = write_nus_zsl(tmp_path / "nus", benchmark=bench)
     if damage is not None:
         damage(root)
-    with pytest.warns(UserWarning) if bench and "volcano" in bench["test class"] else _nothing():
-        with pytest.raises(error, match=message):
-            load_nus_wide_zsl_protocol(str(root), verify_images=False)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    warned = pytest.warns(UserWarning, match="volcano") if bench and "volcano" in bench["test class"] else nullcontext()
+    with warned, pytest.raises(error, match=message):
+        load_nus_wide_zsl_protocol(str(root), verify_images=False)
 
 
 # ---------------------------------------------------------------------------------------- images

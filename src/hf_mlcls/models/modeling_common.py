@@ -72,7 +72,8 @@ def check_pixel_values(pixel_values: Tensor) -> None:
 def check_pixel_dtype(pixel_values: Tensor, dtype: torch.dtype) -> None:
     """A float input of another precision than the weights (outside autocast) names both."""
     if (
-        torch.is_tensor(pixel_values)
+        not torch.compiler.is_compiling()
+        and torch.is_tensor(pixel_values)
         and pixel_values.is_floating_point()
         and pixel_values.dtype != dtype
         and not torch.is_autocast_enabled(pixel_values.device.type)
