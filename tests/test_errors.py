@@ -542,6 +542,17 @@ MORE_INVALID = [
     (Query2LabelConfig, dict(problem_type="regression"), "problem_type must be 'multi_label_classification' or"),
     (Query2LabelConfig, dict(id2label={0: "a", 5: "b"}), r"id2label keys must be 0 \.\. num_labels - 1"),
     (Query2LabelConfig, dict(backbone_kwargs=[1, 2]), "backbone_kwargs must be a dict"),
+    (Query2LabelConfig, dict(keep_input_proj="false"), "keep_input_proj must be true or false, got 'false'"),
+    (Query2LabelConfig, dict(pre_norm=1), "pre_norm must be true or false"),
+    (MLDecoderConfig, dict(zero_shot="yes"), "zero_shot must be true or false"),
+    (MLDecoderConfig, dict(freeze_batch_norm=None), "freeze_batch_norm must be true or false"),
+    (Query2LabelConfig, dict(asl_focal_grad="true"), "asl_focal_grad must be true or false"),
+    (MLDecoderConfig, dict(use_pretrained_backbone="no"), "use_pretrained_backbone must be true or false"),
+    (MLDecoderConfig, dict(backbone=""), "backbone must be a model name"),
+    (Query2LabelConfig, dict(backbone=None), "backbone must be a model name"),
+    (MLDecoderConfig, dict(backbone_weights_file=3), "backbone_weights_file must be a path or None"),
+    (MLDecoderConfig, dict(backbone_config="resnet"), "backbone_config must be a dict"),
+    (MLDecoderConfig, dict(text_encoder=["glove"]), "text_encoder must be a name or path"),
 ]
 
 

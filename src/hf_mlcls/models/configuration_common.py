@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 
 from transformers import PretrainedConfig
@@ -95,6 +96,13 @@ class MultiLabelConfig(PretrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
 
+    def _check_bools(self, *names: str) -> None:
+        """Switches must be booleans: the string "false" from a YAML or JSON override would read as True."""
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+
     def _check_finite(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
@@ -107,6 +115,13 @@ class MultiLabelConfig(PretrainedConfig):
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
         self._check_integers("out_index")
+        self._check_bools("use_pretrained_backbone", "freeze_batch_norm", "asl_focal_grad")
+        if not isinstance(self.backbone, str) or not self.backbone.strip():
+            raise ValueError(f"backbone must be a model name, got {self.backbone!r}")
+        if self.backbone_weights_file is not None and not isinstance(self.backbone_weights_file, (str, os.PathLike)):
+            raise ValueError(f"backbone_weights_file must be a path or None, got {self.backbone_weights_file!r}")
+        if self.backbone_config is not None and not isinstance(self.backbone_config, Mapping):
+            raise ValueError(f"backbone_config must be a dict (a transformers config's to_dict()) or None, got {self.backbone_config!r}")
         if (self.image_mean is None) != (self.image_std is None):
             raise ValueError("image_mean and image_std must be given together (or both left None)")
         for name in ("image_mean", "image_std"):

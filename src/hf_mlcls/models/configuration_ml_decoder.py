@@ -71,6 +71,9 @@ class MLDecoderConfig(MultiLabelConfig):
         self._check_integers("num_groups", "decoder_embedding", "num_heads", "dim_feedforward", "label_embedding_dim",
                              "query_extra")
         self._check_finite("query_noise_std")
+        self._check_bools("zero_shot")
+        if text_encoder is not None and not isinstance(text_encoder, str):
+            raise ValueError(f"text_encoder must be a name or path (or None), got {text_encoder!r}")
         if num_groups == 0 or num_groups < -1:
             raise ValueError(f"num_groups must be -1 (min(num_labels, 100)) or a positive number, got {num_groups}")
         if num_groups > self.num_labels and not zero_shot:

@@ -72,6 +72,7 @@ class Query2LabelConfig(MultiLabelConfig):
         super().__init__(**kwargs)
         self._check_integers("hidden_dim", "num_encoder_layers", "num_decoder_layers", "num_heads", "dim_feedforward")
         self._check_finite("position_temperature")
+        self._check_bools("pre_norm", "keep_input_proj", "keep_first_self_attn_dec", "keep_other_self_attn_dec")
         if hidden_dim <= 0 or hidden_dim % 4:
             raise ValueError(
                 f"hidden_dim must be a positive multiple of 4 (the sine encoding gives half of it to each axis "
