@@ -362,3 +362,14 @@ def test_module_entry_point_help(monkeypatch, capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--preset" in out and "Q2L-CvT_w24-384" in out and "tresnet_l_pretrain_ml_decoder" in out
+
+
+@pytest.mark.parametrize("data", [b"these bytes are not a checkpoint", b"\x80\x02garbage", b""])
+def test_bytes_that_are_not_a_checkpoint_are_one_clear_error(tmp_path, data, capsys):
+    path = tmp_path / "model.pth"
+    path.write_bytes(data)
+    with pytest.raises(ConversionError, match=r"model\.pth") as err:
+        load_checkpoint(path)
+    assert "unpickling it would run code" not in str(err.value)  # garbage is not called a malicious pickle
+    assert cli_main(["convert", str(path), str(tmp_path / "out"), "--preset", "q2l-r101-448"]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "out").exists()

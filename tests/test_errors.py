@@ -672,7 +672,8 @@ def test_cli_usage_errors_exit_2(capsys):
 @pytest.mark.parametrize(
     "command, args, message",
     [
-        ("push", ["{r}/nope", "me/x", "--dry-run", "{t}/o"], "model folder .*nope does not exist or is not a folder"),
+        ("push", ["{r}/nope", "me/x", "--dry-run", "{t}/o"], "model folder .*nope does not exist"),
+        ("push", ["{t}/bad.json", "me/x", "--dry-run", "{t}/o"], "bad.json is a file; give the model's folder"),
         ("push", ["{m}", "not a repo", "--dry-run", "{t}/o"], "repository id 'not a repo' is not of the form owner/name"),
         ("push", ["{m}", "me/x", "--dry-run", "{t}/full"], "output folder .*full already exists and is not empty"),
         ("push", ["{m}", "me/x", "--dry-run", "{t}/o", "--eval-json", "{t}/nope.json"], "evaluation file .*nope.json does not exist"),
@@ -686,7 +687,7 @@ def test_cli_usage_errors_exit_2(capsys):
         ("deploy-space", ["me/s", "--dry-run", "{t}/full"], "output folder .*full already exists and is not empty"),
         ("deploy-space", ["me/s", "--dry-run", "{t}/o", "--models", ",,"], "--models ',,' names no model"),
     ],
-    ids=["push-no-folder", "push-repo-id", "push-dry-run-not-empty", "push-no-eval-json", "push-bad-eval-json",
+    ids=["push-no-folder", "push-a-file", "push-repo-id", "push-dry-run-not-empty", "push-no-eval-json", "push-bad-eval-json",
          "push-no-artifact", "convert-no-checkpoint", "convert-unknown-preset", "convert-not-a-checkpoint",
          "convert-output-not-empty", "space-repo-id", "space-dry-run-not-empty", "space-no-models"],
 )

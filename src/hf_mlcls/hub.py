@@ -410,8 +410,10 @@ def prepare_upload_folder(
     is_model = hasattr(source, "save_pretrained") and hasattr(source, "config")
     src = None if is_model else Path(source)
     if src is not None:
+        if src.is_file():
+            raise UserError(f"{src.name} is a file; give the model's folder (the one save_pretrained wrote)")
         if not src.is_dir():
-            raise UserError(f"model folder {src.name or source} does not exist or is not a folder")
+            raise UserError(f"model folder {src.name or source} does not exist")
         if not (src / "config.json").is_file():
             raise UserError(f"model folder {src.name} has no config.json; save the model with save_pretrained")
         if not list(src.glob("*.safetensors")):

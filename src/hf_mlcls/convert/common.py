@@ -75,13 +75,24 @@ def load_checkpoint(path: str | os.PathLike) -> object:
     except pickle.UnpicklingError as err:
         lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "WeightsUnpickler" in line]
         detail = (lines[0].replace("WeightsUnpickler error:", "").strip() if lines else str(err).splitlines()[0])
+        if not detail:  # torch puts the reason on the line after "WeightsUnpickler error:"
+            rest = [line.strip() for line in str(err).splitlines()[1:] if line.strip() and "WeightsUnpickler" not in line]
+            detail = next((line for line in rest if not line.startswith(("Please", "Check"))), "")
+        if "GLOBAL" in detail:
+            raise ConversionError(
+                f"refusing to load {path!r}: it is not a plain weights file, unpickling it would run code "
+                f"({detail}). Only checkpoints that torch.load(..., weights_only=True) accepts are converted; "
+                "if you trust the file, re-save its state dict with torch.save(state_dict) and convert that."
+            ) from err
         raise ConversionError(
-            f"refusing to load {path!r}: it is not a plain weights file, unpickling it would run code "
-            f"({detail}). Only checkpoints that torch.load(..., weights_only=True) accepts are converted; "
-            "if you trust the file, re-save its state dict with torch.save(state_dict) and convert that."
+            f"refusing to load {path!r}: torch.load(..., weights_only=True) cannot read it ({detail or 'not a pickle'}): "
+            "it is damaged, not a torch checkpoint, or pickled with objects beyond tensors and containers "
+            "(which would run code, so they are never unpickled)"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise ConversionError(f"cannot read checkpoint {path!r}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - torch's unpickler fails on garbage with IndexError, KeyError ...
+        raise ConversionError(f"cannot read checkpoint {path!r}: not a torch checkpoint ({type(err).__name__}: {err})") from err
 
 
 def extract_state_dict(obj: object, path: str, keys: tuple[str, ...] = ("state_dict", "model")) -> tuple[dict[str, Tensor], str | None]:
