@@ -2,7 +2,7 @@
 
     nice python bench/bench_scale.py            # full table (~10 min on 2 CPU cores)
     nice python bench/bench_scale.py --quick    # fewer repetitions, Query2Label up to 1,000 classes,
-                                                # whole-model rows for 80 classes only (~4 min)
+                                                # whole-model rows for 80 classes only (2-4 min)
 
 Head only: the backbone of a real model is swapped for a module that returns a fixed
 feature map, so ``model(pixel_values)`` runs exactly the code of the model's head
