@@ -1,7 +1,7 @@
 """Faults during training end with a clear message and an intact last checkpoint.
 
 - A run killed at any moment (SIGKILL), even while saving, resumes to the uninterrupted result
-  (subprocesses, as a real kill).
+  (subprocesses, as a real kill); also through ``examples/train.py --resume_from_checkpoint True``.
 - In process, with the test's tiny trainer: a data-loading worker that dies, a disk that fills up
   while a checkpoint is written (each writer in turn: weights, optimizer, RNG state, EMA; with and
   without ``save_total_limit``), an evaluation set where a class (or every class) has no positive.
@@ -118,6 +118,72 @@ def test_a_checkpoint_half_written_by_a_crash_is_never_picked_up(uninterrupted):
 
 
 # ============================================================================== in-process faults
+
+
+# The same through the command line: examples/train.py, killed by SIGKILL at a random step (a
+# callback added to every MultiLabelTrainer the script builds), then run again with
+# --resume_from_checkpoint True.
+KILL_WRAPPER = r"""
+import os, runpy, signal, sys
+from transformers import TrainerCallback
+from hf_mlcls.training import MultiLabelTrainer
+
+kill_at = int(os.environ.get("KILL_AT", "0"))
+
+class Kill(TrainerCallback):
+    first_step = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step is None:  # where the run started: 1, or the step after the resumed checkpoint
+            self.first_step = state.global_step
+            with open(os.path.join(args.output_dir, "first_step.txt"), "w") as fh:
+                fh.write(str(state.global_step))
+        if state.global_step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+init = MultiLabelTrainer.__init__
+def with_kill(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self.add_callback(Kill())
+MultiLabelTrainer.__init__ = with_kill
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def train_script(tmp_path, out, *extra, **env_vars):
+    from test_training import ROOT, TINY
+
+    wrapper = tmp_path / "kill_wrapper.py"
+    wrapper.write_text(KILL_WRAPPER)
+    env = dict(os.environ, HF_MLCLS_CACHE=str(tmp_path / "cache"), **{k: str(v) for k, v in env_vars.items()})
+    cmd = [
+        sys.executable, str(wrapper), str(ROOT / "examples" / "train.py"), str(ROOT / "examples" / "configs" / "demo.yaml"),
+        "--model_overrides", json.dumps(TINY), "--dataset_options", json.dumps({"num_train": 48, "num_validation": 16, "image_size": 32}),
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--save_total_limit", "2",
+        "--output_dir", str(out), "--use_cpu", "true", *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+def test_train_script_killed_then_resumed_with_the_flag_equals_an_uninterrupted_run(tmp_path):
+    full = train_script(tmp_path, tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    kill_at = random.Random(os.getpid()).randint(7, 11)  # 12 steps, a checkpoint each epoch (6 steps)
+    out = tmp_path / "killed"
+    killed = train_script(tmp_path, out, KILL_AT=kill_at)
+    assert killed.returncode == -9
+    assert last_complete_checkpoint(str(out)).endswith("checkpoint-6")
+    resumed = train_script(tmp_path, out, "--resume_from_checkpoint", "True")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "first_step.txt").read_text() == "7"  # it went on from checkpoint-6, not from the start
+    wa, wb = load_file(out / "model.safetensors"), load_file(tmp_path / "full" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)
+    ma, mb = (json.loads((d / "eval_results.json").read_text()) for d in (out, tmp_path / "full"))
+    for key in ("eval_mAP", "eval_mAP_voc", "eval_CF1", "eval_OF1"):
+        assert ma[key] == pytest.approx(mb[key], rel=1e-4, abs=1e-4), key
 
 
 @pytest.fixture(scope="module")
