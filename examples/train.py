@@ -220,6 +220,11 @@ def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArgume
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, recipe, training_args, zs_args = parse_all_args(sys.argv[1:] if argv is None else argv)
     check_args(model_args, data_args, recipe, zs_args)
+    if not (training_args.do_train or training_args.do_eval):
+        raise SystemExit(
+            "train.py: nothing to do: pass --do_train true and/or --do_eval true (the recipes in examples/configs/ "
+            "set both; with no arguments at all the demo recipe runs)"
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
     transformers.set_seed(training_args.seed)

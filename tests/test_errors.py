@@ -793,5 +793,12 @@ def test_train_script_names_a_split_the_dataset_lacks(train_script, tmp_path):
     options = json.dumps({"num_train": 8, "num_validation": 4, "image_size": 32})
     with pytest.raises(SystemExit, match=r"split 'test' not in dataset 'demo' \(it has \['train', 'validation'\]\)"):
         train_script.main(["--dataset", "demo", "--data_dir", str(tmp_path / "demo"), "--dataset_options", options,
-                           "--eval_split", "test", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+                           "--eval_split", "test", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--do_eval", "true"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_script_with_nothing_to_do_says_so(train_script, tmp_path):
+    """Arguments without a recipe file and without --do_train / --do_eval used to exit 0 having done nothing."""
+    with pytest.raises(SystemExit, match=r"^train\.py: nothing to do: pass --do_train true and/or --do_eval true"):
+        train_script.main(["--dataset", "demo", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
     assert not (tmp_path / "out").exists()
