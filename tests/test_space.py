@@ -79,6 +79,54 @@ def snapshot(folder: Path, skip: tuple[Path, ...] = ()) -> dict[str, int]:
     return out
 
 
+def app_env(root: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a Space served on 127.0.0.1:port, offline, writing under root/space_tmp and root/hf_home."""
+    return dict(
+        os.environ,
+        HF_MLCLS_SPACE_TMP=str(root / "space_tmp"),
+        HF_HOME=str(root / "hf_home"),
+        HF_HUB_OFFLINE="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+
+
+def start_app(argv: list[str], root: Path, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """``python *argv`` in root/cwd with its output in root/app.log, once its page answers: (process, url)."""
+    log_path = root / "app.log"
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, *argv], cwd=root / "cwd", env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the app did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """SIGTERM (the app's own clean shutdown), then a kill if it has not ended in 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     """`python spaces/app.py` in a fresh process, with tiny local models, on a free localhost port."""
@@ -87,50 +135,19 @@ def space(tmp_path_factory):
     for name in ("cwd", "space_tmp", "hf_home", "client"):
         (root / name).mkdir()
     port = free_port()
-    env = dict(
-        os.environ,
+    env = app_env(
+        root, port,
         HF_MLCLS_MODELS=",".join([str(models["tiny-q2l"]), str(models["tiny-mld"]), str(models["tiny-zsl"]),
                                   str(models["broken"]), str(root / "missing")]),
-        HF_MLCLS_SPACE_TMP=str(root / "space_tmp"),
         HF_MLCLS_MAX_UPLOAD_MB="2",
-        HF_HOME=str(root / "hf_home"),
-        HF_HUB_OFFLINE="1",
-        GRADIO_ANALYTICS_ENABLED="False",
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-        PYTHONUNBUFFERED="1",
     )
     before = snapshot(root, skip=(root / "space_tmp", root / "hf_home", root / "client"))
     # Started now so that it imports its libraries while the server does (see test_app_runs_without_hf_mlcls).
     no_package = start_without_package(tmp_path_factory.mktemp("no_package"), models)
-    log = open(root / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, str(APP)], cwd=root / "cwd", env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited with {proc.returncode}:\n{(root / 'app.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the app did not answer within 180 s:\n{(root / 'app.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    proc, url = start_app([str(APP)], root, env)
 
     def stop():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+        stop_app(proc)
 
     client = gradio_client.Client(url, verbose=False, download_files=str(root / "client"), analytics_enabled=False)
     yield SimpleNamespace(url=url, root=root, models=models, client=client, proc=proc, stop=stop, before=before,

@@ -19,13 +19,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,7 +29,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client", reason="the Space tests need gradio and gradio_client")
 pytest.importorskip("gradio", reason="the Space tests need gradio")
 
-from test_space import APP, EXAMPLES, free_port, save_tiny_models  # noqa: E402
+from test_space import APP, EXAMPLES, app_env, free_port, save_tiny_models, start_app, stop_app  # noqa: E402
 
 REQUESTS = int(os.environ.get("HF_MLCLS_SPACE_LOAD_REQUESTS", "32"))
 CLIENTS = 8
@@ -93,48 +89,16 @@ def server(tmp_path_factory):
     for name in ("cwd", "space_tmp", "hf_home", "client"):
         (root / name).mkdir()
     (root / "launch.py").write_text(LAUNCHER)
-    port = free_port()
-    env = dict(
-        os.environ,
+    env = app_env(
+        root, free_port(),
         HF_MLCLS_MODELS=",".join(str(root / "models" / n) for n in ("tiny-q2l", "slow-run", "slow-load")),
-        HF_MLCLS_SPACE_TMP=str(root / "space_tmp"),
-        HF_HOME=str(root / "hf_home"),
-        HF_HUB_OFFLINE="1",
-        GRADIO_ANALYTICS_ENABLED="False",
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-        PYTHONUNBUFFERED="1",
         SLOW_S=str(SLOW_S),
     )
-    log = open(root / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, str(root / "launch.py"), str(APP)], cwd=root / "cwd", env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited with {proc.returncode}:\n{(root / 'app.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the app did not answer within 180 s:\n{(root / 'app.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    proc, url = start_app([str(root / "launch.py"), str(APP)], root, env)
     try:
         yield proc, url, root
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+        stop_app(proc)
 
 
 def client(url, root, i):
