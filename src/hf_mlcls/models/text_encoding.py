@@ -29,6 +29,7 @@ saved model as Hub remote code.
 
 from __future__ import annotations
 
+import abc
 import ast
 import csv
 import gzip
@@ -164,22 +165,27 @@ def _open_text(path: str):
 # ----------------------------------------------------------------------------- encoders
 
 
-class LabelEncoder:
-    """Turns label names into vectors. ``name`` is what a model's ``config.text_encoder`` records."""
+class LabelEncoder(abc.ABC):
+    """Turns label names into vectors. ``name`` is what a model's ``config.text_encoder`` records.
+
+    Subclass it (word vectors, transformers text models, or your own) and pass an instance wherever a
+    ``text_encoder`` is taken.
+    """
 
     name: str = ""
 
     @property
+    @abc.abstractmethod
     def dim(self) -> int:
-        raise NotImplementedError
+        """Width of the vectors."""
 
+    @abc.abstractmethod
     def fingerprint(self) -> str:
         """Identifies the encoder and the state of its files (part of the cache key)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode(self, names: Sequence[str]) -> Tensor:
         """(len(names), dim) float32 on the CPU; not cached (see :func:`encode_label_names`)."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
