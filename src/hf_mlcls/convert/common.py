@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -147,6 +148,14 @@ class KeyMap:
                 f"checkpoint keys {self.mapped[target][0]!r} and {source!r} both map to {target!r}"
             )
         self.mapped[target] = (source, value)
+
+    def add_renamed(self, source: str, value: Tensor, rules: list[tuple[str, str]]) -> None:
+        """Map ``source`` by the first ``(pattern, replacement)`` rule it fully matches; no match: unknown."""
+        for pattern, repl in rules:
+            if re.fullmatch(pattern, source):
+                self.add(re.sub(pattern, repl, source), source, value)
+                return
+        self.unknown.append(source)
 
 
 def _listing(title: str, lines: list[str], limit: int = 60) -> str:

@@ -20,7 +20,6 @@ so a zero-shot conversion needs them (`--label-embeddings`).
 from __future__ import annotations
 
 import math
-import re
 
 from torch import Tensor
 
@@ -116,10 +115,5 @@ def map_state_dict(sd: dict[str, Tensor], model) -> KeyMap:
     for key, value in sd.items():
         if key.startswith("body."):
             continue
-        for pattern, repl in _HEAD_RULES:
-            if re.fullmatch(pattern, key):
-                keymap.add(re.sub(pattern, repl, key), key, value)
-                break
-        else:
-            keymap.unknown.append(key)
+        keymap.add_renamed(key, value, _HEAD_RULES)
     return keymap

@@ -365,10 +365,5 @@ def map_state_dict(sd: dict[str, Tensor], config, model, ratio: int) -> KeyMap:
             # Built by the official code whenever pre_norm is on, but never run without encoder layers.
             keymap.dropped[key] = "encoder norm without encoder layers: never used"
             continue
-        for pattern, repl in _HEAD_RULES:
-            if re.fullmatch(pattern, key):
-                keymap.add(re.sub(pattern, repl, key), key, value)
-                break
-        else:
-            keymap.unknown.append(key)
+        keymap.add_renamed(key, value, _HEAD_RULES)
     return keymap
