@@ -521,6 +521,22 @@ def compute(scores: Any, targets: Any, threshold: float = 0.5, top_k: int = 3) -
     return result
 
 
+def _logits_and_labels(eval_pred, compute_result, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, C), labels) of a Trainer ``EvalPrediction``; either may come as a tuple whose first item it is."""
+    if compute_result is not None:
+        raise ValueError(
+            f"{name} needs the whole evaluation set at once (AP ranks every sample): "
+            "leave TrainingArguments.batch_eval_metrics off"
+        )
+    logits = eval_pred.predictions
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    labels = eval_pred.label_ids
+    if isinstance(labels, (tuple, list)):
+        labels = labels[0]
+    return _as_2d(logits, "predictions"), labels
+
+
 def compute_metrics(
     eval_pred, threshold: float = 0.5, top_k: int = 3, compute_result: bool | None = None
 ) -> dict[str, float]:
@@ -533,18 +549,7 @@ def compute_metrics(
     AP ranks the whole evaluation set, so ``TrainingArguments.batch_eval_metrics`` (which
     passes ``compute_result``) is refused.
     """
-    if compute_result is not None:
-        raise ValueError(
-            "compute_metrics needs the whole evaluation set at once (AP ranks every sample): "
-            "leave TrainingArguments.batch_eval_metrics off"
-        )
-    logits = eval_pred.predictions
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    labels = eval_pred.label_ids
-    if isinstance(labels, (tuple, list)):
-        labels = labels[0]
-    logits = _as_2d(logits, "predictions")
+    logits, labels = _logits_and_labels(eval_pred, compute_result, "compute_metrics")
     probs = torch.sigmoid(torch.from_numpy(logits.astype(np.float64))).numpy()
     result = compute(probs, labels, threshold=threshold, top_k=top_k)
     keys = ["mAP", "mAP_voc", "CP", "CR", "CF1", "OP", "OR", "OF1"]
@@ -620,13 +625,6 @@ def compute_zsl_metrics(eval_pred, top_k: tuple[int, ...] = (3, 5), compute_resu
     are (no sigmoid, so that confident logits cannot tie at 1.0); ``label_ids`` the (N, C) targets.
     Returns ``mAP`` and ``P/R/F1_top{k}`` of :func:`compute_zsl`.
     """
-    if compute_result is not None:
-        raise ValueError("compute_zsl_metrics needs the whole evaluation set at once: leave batch_eval_metrics off")
-    logits = eval_pred.predictions
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    labels = eval_pred.label_ids
-    if isinstance(labels, (tuple, list)):
-        labels = labels[0]
-    result = compute_zsl(_as_2d(logits, "predictions").astype(np.float64), labels, top_k=top_k)
+    logits, labels = _logits_and_labels(eval_pred, compute_result, "compute_zsl_metrics")
+    result = compute_zsl(logits.astype(np.float64), labels, top_k=top_k)
     return {k: float(v) for k, v in result.items() if k == "mAP" or k.startswith(("P_top", "R_top", "F1_top"))}
