@@ -242,31 +242,30 @@ class MultiLabelTrainer(Trainer):
         for name, dataset, labels in items:
             prefix = metric_key_prefix if name is None else f"{metric_key_prefix}_{name}"
             with self._labels_swapped(labels):
-                found = super().evaluate(dataset, ignore_keys, prefix)
-                if self.ema is not None:
-                    _swap_weights(self.model, self.ema.module)
-                    try:
-                        found.update(super().evaluate(dataset, ignore_keys, f"{prefix}_ema"))
-                    finally:
-                        _swap_weights(self.model, self.ema.module)
+                found = self._evaluate_raw_and_ema(dataset, ignore_keys, prefix)
             metrics.update(found)
             if self.is_world_process_zero():
                 print((f"{name}: " if name else "") + summary_line(found, prefix, self.state.epoch), flush=True)
         return metrics
 
     # ---- evaluation ---------------------------------------------------------------------
+    def _evaluate_raw_and_ema(self, dataset, ignore_keys, prefix: str) -> dict[str, float]:
+        """The Trainer's evaluation of the raw weights (``prefix_*``), then of the EMA (``prefix_ema_*``)."""
+        metrics = super().evaluate(dataset, ignore_keys, prefix)
+        if self.ema is not None:
+            _swap_weights(self.model, self.ema.module)
+            try:
+                metrics.update(super().evaluate(dataset, ignore_keys, f"{prefix}_ema"))
+            finally:
+                _swap_weights(self.model, self.ema.module)
+        return metrics
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", label_set: LabelSet | None = None):
         """Raw and EMA metrics. Zero-shot: each evaluation set named in ``eval_label_sets`` (or the one
         ``eval_dataset`` given with ``label_set``) is scored with its own label set."""
         if self.eval_label_sets or label_set is not None:
             return self._evaluate_label_sets(eval_dataset, ignore_keys, metric_key_prefix, label_set)
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        if self.ema is not None:
-            _swap_weights(self.model, self.ema.module)
-            try:
-                metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_ema"))
-            finally:
-                _swap_weights(self.model, self.ema.module)
+        metrics = self._evaluate_raw_and_ema(eval_dataset, ignore_keys, metric_key_prefix)
         if self.is_world_process_zero():
             print(summary_line(metrics, metric_key_prefix, self.state.epoch), flush=True)
         return metrics
