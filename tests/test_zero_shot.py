@@ -485,15 +485,21 @@ def test_train_script_holds_labels_out_and_reports_zsl_and_gzsl(tmp_path):
 # ----------------------------------------------------------------------------- the Space
 
 
-@needs_minilm
-def test_space_zero_shot_tab_scores_typed_names(tmp_path, monkeypatch):
+def space_app(tmp_path, monkeypatch, name: str):
+    """spaces/app.py imported in process as module ``name``, its temporary folder under tmp_path."""
     pytest.importorskip("gradio", reason="the Space needs gradio")
     (tmp_path / "space").mkdir()
     monkeypatch.setenv("HF_MLCLS_SPACE_TMP", str(tmp_path / "space"))
-    spec = importlib.util.spec_from_file_location("hf_mlcls_space_app_zsl", ROOT / "spaces" / "app.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "spaces" / "app.py")
     app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app
+    sys.modules[spec.name] = app  # dataclasses look their module up there
     spec.loader.exec_module(app)
+    return app
+
+
+@needs_minilm
+def test_space_zero_shot_tab_scores_typed_names(tmp_path, monkeypatch):
+    app = space_app(tmp_path, monkeypatch, "hf_mlcls_space_app_zsl")
     model = tiny_zsl(384, names=("red", "green"), image_size=64)
     model.set_label_names(["red", "green"])
     model.config.text_encoder = None  # a model that does not name its encoder: the default is used
@@ -510,13 +516,7 @@ def test_space_zero_shot_tab_scores_typed_names(tmp_path, monkeypatch):
 def test_space_zero_shot_tab_with_word_vectors(tmp_path, monkeypatch):
     """Words the vectors lack are shown; a name with no known word, or a missing vector file, is a clear
     message naming the label or the file (never its folder)."""
-    pytest.importorskip("gradio", reason="the Space needs gradio")
-    (tmp_path / "space").mkdir()
-    monkeypatch.setenv("HF_MLCLS_SPACE_TMP", str(tmp_path / "space"))
-    spec = importlib.util.spec_from_file_location("hf_mlcls_space_app_wordvec", ROOT / "spaces" / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app
-    spec.loader.exec_module(app)
+    app = space_app(tmp_path, monkeypatch, "hf_mlcls_space_app_wordvec")
     (tmp_path / "vectors").mkdir()
     glove = write_glove(tmp_path / "vectors" / "glove.txt")
     model = tiny_zsl(4, names=("cat", "dog"), image_size=64)
