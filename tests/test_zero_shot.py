@@ -259,6 +259,23 @@ def test_glove_text_and_word_vector_arrays(tmp_path):
         model.set_label_names(["sky"], text_encoder=str(tmp_path / "no_such.txt"))
 
 
+def test_word_vector_text_file_is_read_once_per_new_word_and_again_when_it_changes(tmp_path, monkeypatch):
+    glove = write_glove(tmp_path / "glove.txt")
+    encoder = te.WordVectorEncoder(str(glove))
+    reads = []
+    read_text = te.WordVectorEncoder._read_text
+    monkeypatch.setattr(te.WordVectorEncoder, "_read_text", lambda self, wanted: reads.append(wanted) or read_text(self, wanted))
+    assert encoder.check_words(["red light", "sky"]) == ({"red light": ["red"]}, [])
+    with pytest.warns(te.UnknownWordsWarning, match="'red'"):
+        torch.testing.assert_close(encoder.encode(["sky", "red light"]), torch.tensor([[0.5] * 4, [0, 0, 0, 4.0]]))
+    assert len(reads) == 1  # checking and then encoding the same names: one pass over the file
+    encoder.encode(["dog"])
+    assert len(reads) == 2 and reads[1] == {"dog"}  # only the new word is looked for
+    glove.write_text("sky 9 9 9 9\nbird 1 1 1 1\n")
+    torch.testing.assert_close(encoder.encode(["sky"]), torch.tensor([[9.0] * 4]))  # a changed file is read again
+    assert encoder.check_words(["dog"]) == ({"dog": ["dog"]}, ["dog"])
+
+
 def test_label_names_change_the_number_and_order_of_outputs(tmp_path):
     glove = write_glove(tmp_path / "glove.txt")
     model = tiny_zsl(4).eval()

@@ -218,6 +218,12 @@ class WordVectorEncoder(LabelEncoder):
         self._array: dict[str, Tensor] | None = None
         self._dim: int | None = None
         self._vocab_source: str | None = None
+        # text files: the vectors of the words looked up so far (and which were asked for), while the
+        # file is unchanged, so that checking names and then encoding them reads the file once
+        self._text_words: dict[str, Tensor] = {}
+        self._text_asked: set[str] = set()
+        self._text_state: str | None = None
+        self._text_lock = threading.Lock()  # one encoder may serve several threads (the Space)
 
     # -- reading ---------------------------------------------------------------
     def _load_array(self) -> dict[str, Tensor]:
@@ -264,6 +270,18 @@ class WordVectorEncoder(LabelEncoder):
         self._array = {n: vectors[i] for i, n in enumerate(names)}
         self._dim = int(vectors.shape[1])
         return self._array
+
+    def _text_vectors(self, wanted: set[str]) -> dict[str, Tensor]:
+        """Vectors of the ``wanted`` words found in the text file; the file is read only for words not asked before."""
+        with self._text_lock:
+            state = _stat(self.path)
+            if state != self._text_state:  # first use, or the file changed
+                self._text_words, self._text_asked, self._text_state = {}, set(), state
+            new = wanted - self._text_asked
+            if new:
+                self._text_words.update(self._read_text(new))
+                self._text_asked |= new
+            return {w: self._text_words[w] for w in wanted if w in self._text_words}
 
     def _read_text(self, wanted: set[str] | None) -> dict[str, Tensor]:
         """Vectors of the ``wanted`` words (all when None), streaming through the file once."""
@@ -324,10 +342,7 @@ class WordVectorEncoder(LabelEncoder):
             for w in _words(label):
                 keys += [w, w.lower()]
             candidates[label] = keys
-        if self.kind == "array":
-            table = self._load_array()
-        else:
-            table = self._read_text({k for keys in candidates.values() for k in keys})
+        table = self._load_array() if self.kind == "array" else self._text_vectors({k for keys in candidates.values() for k in keys})
         rows, unknown, missing = [], {}, []
         for label in names:
             vec = table.get(label, table.get(label.lower()))
