@@ -2,6 +2,8 @@ import hashlib
 import json
 import os
 
+import numpy as np
+
 import pytest
 
 import hf_mlcls.data.demo as demo
@@ -102,3 +104,14 @@ def test_default_folder_from_cache_env(tmp_path, monkeypatch):
     ds = load_multilabel_dataset("demo", **SMALL)
     assert ds["train"].num_rows == 24
     assert os.path.isfile(tmp_path / "cache" / "demo" / "manifest.json")
+
+
+def test_packaged_digits_equal_scikit_learns():
+    """The demo needs no scikit-learn at run time: its digits ship with the package, equal to sklearn's."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets", reason="the comparison needs scikit-learn (dev extra)")
+    from hf_mlcls.data.demo import load_digit_images
+
+    images, target = load_digit_images()
+    reference = sklearn_datasets.load_digits()
+    assert images.dtype == reference.images.dtype and np.array_equal(images, reference.images)
+    assert np.array_equal(target, reference.target)

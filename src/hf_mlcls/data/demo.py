@@ -129,11 +129,9 @@ def generate_demo_dataset(
             f"demo: {folder} exists and is not a demo dataset (no manifest.json); refusing to replace it. "
             "Pass another data_dir or empty that folder."
         )
-    from sklearn.datasets import load_digits  # scikit-learn ships the digits: no download
-
-    digits = load_digits()
+    images, target = load_digit_images()
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(digits.target))
+    order = rng.permutation(len(target))
     cut = int(len(order) * _TRAIN_DIGIT_SHARE)
     pools = {"train2017": order[:cut], "val2017": order[cut:]}
 
@@ -142,9 +140,9 @@ def generate_demo_dataset(
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
     try:
         os.makedirs(os.path.join(tmp, "annotations"))
-        _render_split(tmp, "train2017", num_train, pools["train2017"], digits.images, digits.target,
+        _render_split(tmp, "train2017", num_train, pools["train2017"], images, target,
                       np.random.default_rng([seed, 1]), image_size, max_digits, first_id=1)
-        _render_split(tmp, "val2017", num_validation, pools["val2017"], digits.images, digits.target,
+        _render_split(tmp, "val2017", num_validation, pools["val2017"], images, target,
                       np.random.default_rng([seed, 2]), image_size, max_digits, first_id=num_train + 1)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
             json.dump({"format": _FORMAT, "version": _VERSION, "params": params, "classes": list(DEMO_CLASSES)}, fh, indent=1)
@@ -167,6 +165,17 @@ def generate_demo_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 8x8 handwritten digits the demo draws from: ``images`` (float64, 0..16) and ``target``.
+
+    They are the digits scikit-learn bundles (``sklearn.datasets.load_digits``: the test part of the UCI
+    "Optical Recognition of Handwritten Digits" set, CC BY 4.0), stored as ``digits.npz`` beside this file
+    so the demo needs no scikit-learn; a test checks they are equal to scikit-learn's.
+    """
+    with np.load(os.path.join(os.path.dirname(__file__), "digits.npz"), allow_pickle=False) as data:
+        return data["images"].astype(np.float64), data["target"].astype(np.int64)
 
 
 def load_demo(
