@@ -1,51 +1,72 @@
 """hf_mlcls: Query2Label and ML-Decoder multi-label image classification for the Hugging Face ecosystem.
 
-Importing the package registers both model types with `AutoConfig`, `AutoModel` and
-`AutoModelForImageClassification`.
+Importing the package is cheap: it imports neither torch nor transformers. It registers both model types
+with `AutoConfig`, `AutoModel`, `AutoModelForImageClassification` and `AutoImageProcessor` the moment
+transformers' Auto classes are first imported (see `_auto.py`). Sub-modules (`hf_mlcls.metrics`,
+`hf_mlcls.data`, `hf_mlcls.training`, ...) and the public names below load on first use.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from __future__ import annotations
 
-from .models import (
-    AsymmetricLoss,
-    MLDecoderConfig,
-    MLDecoderForImageClassification,
-    MLDecoderModel,
-    MultiLabelClassifierOutput,
-    MultiLabelModelOutput,
-    Query2LabelConfig,
-    Query2LabelForImageClassification,
-    Query2LabelModel,
-)
-from .presets import create_model, describe_preset, list_presets, preset_config
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import _auto
 
 __version__ = "0.1.0"
 
+# public name -> the sub-module that defines it
+_EXPORTS = {
+    "AsymmetricLoss": "models",
+    "MLDecoderConfig": "models",
+    "MLDecoderForImageClassification": "models",
+    "MLDecoderModel": "models",
+    "MultiLabelClassifierOutput": "models",
+    "MultiLabelModelOutput": "models",
+    "Query2LabelConfig": "models",
+    "Query2LabelForImageClassification": "models",
+    "Query2LabelModel": "models",
+    "create_model": "presets",
+    "describe_preset": "presets",
+    "list_presets": "presets",
+    "preset_config": "presets",
+}
+_SUBMODULES = (
+    "cli", "commands", "convert", "data", "errors", "hub", "inference", "metrics", "models", "presets", "space",
+    "training",
+)
 
-def _register() -> None:
-    for config_class, base, classifier in (
-        (Query2LabelConfig, Query2LabelModel, Query2LabelForImageClassification),
-        (MLDecoderConfig, MLDecoderModel, MLDecoderForImageClassification),
-    ):
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModel.register(config_class, base, exist_ok=True)
-        AutoModelForImageClassification.register(config_class, classifier, exist_ok=True)
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import convert, data, inference, metrics, models, presets, training  # noqa: F401
+    from .models import (  # noqa: F401
+        AsymmetricLoss,
+        MLDecoderConfig,
+        MLDecoderForImageClassification,
+        MLDecoderModel,
+        MultiLabelClassifierOutput,
+        MultiLabelModelOutput,
+        Query2LabelConfig,
+        Query2LabelForImageClassification,
+        Query2LabelModel,
+    )
+    from .presets import create_model, describe_preset, list_presets, preset_config  # noqa: F401
 
 
-_register()
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'hf_mlcls' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-__all__ = [
-    "AsymmetricLoss",
-    "MLDecoderConfig",
-    "MLDecoderForImageClassification",
-    "MLDecoderModel",
-    "MultiLabelClassifierOutput",
-    "MultiLabelModelOutput",
-    "Query2LabelConfig",
-    "Query2LabelForImageClassification",
-    "Query2LabelModel",
-    "create_model",
-    "describe_preset",
-    "list_presets",
-    "preset_config",
-]
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+
+
+_auto.install()

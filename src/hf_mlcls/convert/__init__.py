@@ -8,22 +8,32 @@ or `hf-mlcls convert CHECKPOINT --preset NAME OUTPUT_DIR` (also `python -m hf_ml
 docs/conversion.md has the measured parity with the official code.
 """
 
-from .checkpoints import CHECKPOINTS, OfficialCheckpoint, checkpoint_table, find_checkpoint
-from .common import ConversionError, load_checkpoint
-from .converter import ConversionResult, convert_checkpoint
-from .labels import COCO_CLASSES, NUS_WIDE_CLASSES, read_label_file, resolve_labels
+import importlib
+from typing import Any
 
-__all__ = [
-    "CHECKPOINTS",
-    "COCO_CLASSES",
-    "NUS_WIDE_CLASSES",
-    "ConversionError",
-    "ConversionResult",
-    "OfficialCheckpoint",
-    "checkpoint_table",
-    "convert_checkpoint",
-    "find_checkpoint",
-    "load_checkpoint",
-    "read_label_file",
-    "resolve_labels",
-]
+# public name -> defining module; loaded on first use, so `hf-mlcls --help` (which lists the checkpoints)
+# does not import torch and the model code.
+_EXPORTS = {
+    "CHECKPOINTS": "checkpoints",
+    "OfficialCheckpoint": "checkpoints",
+    "checkpoint_table": "checkpoints",
+    "find_checkpoint": "checkpoints",
+    "ConversionError": "common",
+    "load_checkpoint": "common",
+    "ConversionResult": "converter",
+    "convert_checkpoint": "converter",
+    "COCO_CLASSES": "labels",
+    "NUS_WIDE_CLASSES": "labels",
+    "read_label_file": "labels",
+    "resolve_labels": "labels",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

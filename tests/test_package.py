@@ -1,0 +1,68 @@
+"""The package as a user meets it: a cheap import, sub-modules on first use, Auto classes registered in any order."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run_python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_import_loads_neither_torch_nor_transformers():
+    out = run_python(
+        "import sys, hf_mlcls, hf_mlcls.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'timm', 'datasets') if m in sys.modules))"
+    )
+    assert out.strip() == "[]"
+
+
+def test_help_loads_no_heavy_module():
+    code = (
+        "import sys; from hf_mlcls.cli import build_parser; build_parser().format_help(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'timm', 'datasets') if m in sys.modules))"
+    )
+    assert run_python(code).strip() == "[]"
+
+
+def test_submodules_and_public_names_load_on_first_use():
+    out = run_python(
+        "import hf_mlcls, numpy as np\n"
+        "r = hf_mlcls.metrics.compute(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 1]]))\n"
+        "print(round(r['mAP'], 3), hf_mlcls.data.load_multilabel_dataset.__name__, hf_mlcls.create_model.__name__)\n"
+        "print(hf_mlcls.Query2LabelConfig.model_type, 'metrics' in dir(hf_mlcls))\n"
+    )
+    assert out.split() == ["100.0", "load_multilabel_dataset", "create_model", "query2label", "True"]
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import hf_mlcls
+
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        hf_mlcls.nonsense  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "import hf_mlcls\nfrom transformers import AutoConfig, AutoModel, AutoModelForImageClassification, pipeline\n",
+        "from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, pipeline\nimport hf_mlcls\n",
+        "import hf_mlcls\nfrom transformers import pipeline\nfrom transformers import AutoConfig, AutoModel, AutoModelForImageClassification\n",
+    ],
+    ids=["package-first", "transformers-first", "pipeline-first"],
+)
+def test_auto_classes_know_both_types_whatever_the_import_order(order, tmp_path):
+    code = order + (
+        "for t in ('query2label', 'ml_decoder'):\n"
+        "    c = AutoConfig.for_model(t, num_labels=3, backbone='test_resnet', backbone_kwargs={}, hidden_dim=16, keep_input_proj=True,"
+        " num_decoder_layers=1, dim_feedforward=32, num_heads=2, decoder_embedding=16, image_size=32)\n"
+        "    m = AutoModelForImageClassification.from_config(c)\n"
+        "    b = AutoModel.from_config(c)\n"
+        "    print(type(c).__name__, type(m).__name__, type(b).__name__)\n"
+    )
+    out = run_python(code).split()
+    assert out == ["Query2LabelConfig", "Query2LabelForImageClassification", "Query2LabelModel",
+                   "MLDecoderConfig", "MLDecoderForImageClassification", "MLDecoderModel"]
