@@ -66,3 +66,20 @@ def test_auto_classes_know_both_types_whatever_the_import_order(order, tmp_path)
     out = run_python(code).split()
     assert out == ["Query2LabelConfig", "Query2LabelForImageClassification", "Query2LabelModel",
                    "MLDecoderConfig", "MLDecoderForImageClassification", "MLDecoderModel"]
+
+
+def test_create_model_refuses_a_misspelt_keyword_by_name():
+    import hf_mlcls
+
+    with pytest.raises(TypeError, match=r"no field 'num_label' \(did you mean 'num_labels'\?\)"):
+        hf_mlcls.create_model("mldecoder-r50-224", num_label=3)
+    config = hf_mlcls.preset_config("mldecoder-r50-224", num_labels=3)
+    with pytest.raises(TypeError, match="no field 'backbon'"):
+        hf_mlcls.create_model(config, backbon="resnet18")
+
+
+def test_create_model_refuses_pretrained_true_and_names_the_supported_way():
+    import hf_mlcls
+
+    with pytest.raises(ValueError, match="pretrained_backbone=True"):
+        hf_mlcls.create_model("mldecoder-r50-224", pretrained=True)

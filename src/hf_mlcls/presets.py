@@ -7,6 +7,8 @@ ML-Decoder's training scripts and model zoo.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -151,21 +153,61 @@ def preset_config(name: str, **overrides) -> PretrainedConfig:
     return config_class(**kwargs)
 
 
-def create_model(name: str | PretrainedConfig, pretrained_backbone: bool = False, **overrides):
+def config_fields(config_class: type) -> set[str]:
+    """The keyword arguments a config class understands: its own and its bases' parameters and stored fields."""
+    fields = {"num_labels"}
+    for klass in config_class.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            fields.update(
+                p.name for p in inspect.signature(init).parameters.values()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
+            )
+    fields.update(config_class().to_dict())
+    return fields
+
+
+def _check_overrides(config_class: type, overrides: dict) -> None:
+    unknown = sorted(set(overrides) - config_fields(config_class))
+    if not unknown:
+        return
+    known = config_fields(config_class)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"create_model: {config_class.__name__} has no field {', '.join(hints)}; "
+        "see the config class's docstring for the fields it takes"
+    )
+
+
+def create_model(name: str | PretrainedConfig, pretrained_backbone: bool = False, pretrained: bool = False, **overrides):
     """Build a classification model from a preset name or a config, like `timm.create_model`.
 
     Args:
         name: a preset (`list_presets()`) or a `Query2LabelConfig` / `MLDecoderConfig`.
         pretrained_backbone: fetch the backbone's pretrained weights (needs the Hub, or set
             `backbone_weights_file` to a local file).
+        pretrained: timm's keyword, kept so that code written for timm fails clearly: presets have no
+            whole-model weights to download, so `pretrained=True` is refused (use `pretrained_backbone=True`
+            for the backbone's weights, or `from_pretrained` / `hf-mlcls convert` for a trained model).
         **overrides: config fields to change, e.g. `num_labels=20`, `id2label={...}`, `backbone="resnet50"`,
-            `backbone_kwargs={...}`.
+            `backbone_kwargs={...}`. A keyword that is no field of the config is refused by name.
     """
+    if pretrained:
+        raise ValueError(
+            "create_model(pretrained=True): a preset has no whole-model weights to download; "
+            "pass pretrained_backbone=True for the backbone's ImageNet weights, or load a trained model with "
+            "AutoModelForImageClassification.from_pretrained(folder_or_hub_id) (official checkpoints: hf-mlcls convert)"
+        )
     if isinstance(name, PretrainedConfig):
+        _check_overrides(type(name), overrides)
         config = copy.deepcopy(name)
         for key, value in overrides.items():
             setattr(config, key, value)
     elif isinstance(name, str):
+        _check_overrides(PRESETS[_check_name(name)][0], overrides)
         config = preset_config(name, **overrides)
     else:
         raise ValueError(f"create_model takes a preset name or a config, got {type(name).__name__}")
