@@ -9,11 +9,16 @@ transformers' Auto classes are first imported (see `_auto.py`). Sub-modules (`hf
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from . import _auto
 
 __version__ = "0.1.0"
+
+#: the `evaluate` metric module shipped with the package: ``evaluate.load(hf_mlcls.EVALUATE_METRIC)``
+#: works offline from any working directory; its values are in percent like every metric here.
+EVALUATE_METRIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_modules", "multilabel_map")
 
 # public name -> the sub-module that defines it
 _EXPORTS = {
@@ -36,7 +41,7 @@ _SUBMODULES = (
     "training",
 )
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "EVALUATE_METRIC"])
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import convert, data, inference, metrics, models, presets, training  # noqa: F401

@@ -1,6 +1,7 @@
 """`evaluate` module for multi-label classification: both published mAPs, CP/CR/CF1, OP/OR/OF1.
 
-Load it from this folder, offline: ``evaluate.load("metrics/multilabel_map")``.
+Load it offline, from any working directory: ``evaluate.load(hf_mlcls.EVALUATE_METRIC)`` (this folder, installed
+with the package).
 The numbers come from :func:`hf_mlcls.metrics.compute`; its docstring states every definition.
 """
 
@@ -28,7 +29,7 @@ Returns:
     mAP, mAP_voc, CP, CR, CF1, OP, OR, OF1, the same six with `_top{k}`, AP_per_class and
     AP_voc_per_class (lists, NaN for a skipped class), num_classes_skipped, num_classes.
 Examples:
-    >>> metric = evaluate.load("metrics/multilabel_map")
+    >>> metric = evaluate.load(hf_mlcls.EVALUATE_METRIC)
     >>> r = metric.compute(predictions=[[0.9, 0.2], [0.3, 0.8]], references=[[1, 0], [0, 1]])
     >>> r["mAP"], r["num_classes_skipped"]
     (99.999999..., 0)
