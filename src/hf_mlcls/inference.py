@@ -144,7 +144,12 @@ def predict_files(
 
 
 def write_predictions(results: list[dict], output: str | None, fmt: str | None = None) -> str:
-    """Write predictions as JSON or CSV (one row per image and label); returns the text when ``output`` is None."""
+    """Write predictions as JSON or CSV; returns the text when ``output`` is None.
+
+    CSV columns ``image,label,score,error``: one row per image and label; an image with no label over the
+    threshold gets one row with empty label and score (so "no label" differs from "not processed"), and an
+    image that could not be read one row with its error.
+    """
     fmt = fmt or ("csv" if output and output.endswith(".csv") else "json")
     if fmt not in ("csv", "json"):
         raise ValueError(f"format must be 'csv' or 'json', got {fmt!r}")
@@ -157,8 +162,8 @@ def write_predictions(results: list[dict], output: str | None, fmt: str | None =
         writer = csv.writer(buffer)
         writer.writerow(["image", "label", "score", "error"])
         for result in results:
-            if result.get("error"):
-                writer.writerow([result["image"], "", "", result["error"]])
+            if result.get("error") or not result["labels"]:
+                writer.writerow([result["image"], "", "", result.get("error") or ""])
             for item in result["labels"]:
                 writer.writerow([result["image"], item["label"], item["score"], ""])
         text = buffer.getvalue()
