@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -84,16 +85,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
 
-    options = json.loads(args.dataset_options) if args.dataset_options else {}
+    if not args.model.strip():
+        raise ValueError("--model is empty; give a saved model folder or a Hub id")
+    try:
+        options = json.loads(args.dataset_options) if args.dataset_options else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--dataset_options is not valid JSON ({err.msg} at column {err.colno}): {args.dataset_options!r}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--dataset_options must be a JSON object like '{{\"key\": value}}', got {args.dataset_options!r}")
+    model = load_model(args.model, device=args.device)  # first: a wrong --model fails before the data is read
     dataset = load_multilabel_dataset(args.dataset, args.data_dir, **options)
     if args.split not in dataset:
-        raise SystemExit(f"split {args.split!r} not in dataset {args.dataset!r} (it has {list(dataset)})")
+        raise ValueError(f"split {args.split!r} not in dataset {args.dataset!r} (it has {list(dataset)})")
     split = dataset[args.split]
     names = split.features["labels"].feature.names
-    model = load_model(args.model, device=args.device)
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_names != list(names):
-        raise SystemExit(f"the model's {len(model_names)} labels differ from the dataset's {len(names)} classes")
+        raise ValueError(f"the model's {len(model_names)} labels differ from the dataset's {len(names)} classes")
 
     scores, targets = score_dataset(model, split, batch_size=args.batch_size, num_workers=args.num_workers)
     metrics = compute(scores, targets, threshold=args.threshold)
@@ -121,4 +129,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from hf_mlcls.cli import run_user_command
+
+    sys.exit(run_user_command("evaluate.py", lambda: main() and 0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -29,17 +30,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors a user causes and can fix; printed as one line (set HF_MLCLS_TRACEBACK=1 to see the traceback)
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, PermissionError)
+
+
+def run_user_command(prog: str, func, *args, **kwargs) -> int:
+    """Call ``func``; a user error becomes one line ``PROG: error: ...`` on stderr and exit status 2.
+
+    The one error boundary of `hf-mlcls` and of the example scripts. ``HF_MLCLS_TRACEBACK=1`` re-raises.
+    """
+    try:
+        return int(func(*args, **kwargs) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("HF_MLCLS_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError, PermissionError) as err:
-        print(f"hf-mlcls {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return run_user_command(f"hf-mlcls {args.command}", args.func, args)
 
 
 if __name__ == "__main__":
