@@ -83,7 +83,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (also HF_MLCLS_QUIET=1, or CI set)")
     args = parser.parse_args(argv)
+    if args.quiet:
+        from hf_mlcls.progress import set_quiet
+
+        set_quiet()
 
     if not args.model.strip():
         raise ValueError("--model is empty; give a saved model folder or a Hub id")

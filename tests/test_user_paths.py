@@ -60,3 +60,39 @@ def test_evaluate_script_answers_bad_input_in_one_line(args, culprit, tiny_q2l_f
     errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("evaluate.py: error: ") and culprit in errors[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_long_work_shows_progress_unless_quiet(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    from hf_mlcls.data.images import check_image_files
+    from hf_mlcls.progress import is_quiet
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    paths = [str(tmp_path / "a.png")] * 2500
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("HF_MLCLS_QUIET", raising=False)
+    assert not is_quiet()
+    assert check_image_files(paths, "exists") == [None] * 2500
+    assert "checking images" in capsys.readouterr().err
+    for env, value in (("HF_MLCLS_QUIET", "1"), ("CI", "true")):
+        monkeypatch.setenv(env, value)
+        assert is_quiet()
+        check_image_files(paths, "exists")
+        assert capsys.readouterr().err == ""
+        monkeypatch.delenv(env)
+
+
+def test_cli_quiet_flag_silences_prediction(tiny_q2l_folder, tmp_path):
+    import os
+
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (40, 40), (60 * i, 20, 200)).save(tmp_path / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "HF_MLCLS_QUIET")}
+    loud = run_script("-m", "hf_mlcls", "predict", tiny_q2l_folder, str(tmp_path), "--batch-size", "1", env=env)
+    quiet = run_script("-m", "hf_mlcls", "--quiet", "predict", tiny_q2l_folder, str(tmp_path), "--batch-size", "1", env=env)
+    assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr[-2000:] + quiet.stderr[-2000:]
+    assert "predicting" in loud.stderr and "predicting" not in quiet.stderr
+    assert loud.stdout == quiet.stdout

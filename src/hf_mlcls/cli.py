@@ -22,6 +22,8 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-mlcls", description="Query2Label and ML-Decoder multi-label classification")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bars or step lines (also HF_MLCLS_QUIET=1; off by default when CI is set)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
@@ -51,6 +53,10 @@ def run_user_command(prog: str, func, *args, **kwargs) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet:
+        from .progress import set_quiet
+
+        set_quiet()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .cli import UserError
 from .data.images import ImageOpenError, open_rgb
+from .progress import progress as show_progress
 from .data.transforms import transforms_from_image_processor
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ def predict_probabilities(model, images: Sequence, batch_size: int = 32, progres
     transform = transforms_from_image_processor(model.build_image_processor(), train=False)
     device = next(model.parameters()).device
     outputs = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, unit="batch"):
+    batches = range(0, len(images), batch_size)
+    for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
         batch = torch.stack([transform(open_rgb(image)) for image in images[start : start + batch_size]])
         logits = model(batch.to(device)).logits.float()
         if getattr(model.config, "problem_type", None) == "single_label_classification":
@@ -190,7 +191,7 @@ def score_dataset(model, dataset, batch_size: int = 32, num_workers: int = 0, pr
     )
     device = next(model.parameters()).device
     scores, targets = [], []
-    for batch in tqdm(loader, desc="evaluating", disable=not progress, unit="batch"):
+    for batch in show_progress(loader, desc="evaluating", unit="batch") if progress else loader:
         scores.append(model(batch["pixel_values"].to(device)).logits.float().sigmoid().cpu())
         targets.append(batch["labels"])
     return torch.cat(scores).numpy(), torch.cat(targets).numpy()

@@ -14,6 +14,7 @@ from ..cli import UserError
 from ..models.backbone import loading_checkpoint
 from ..models.configuration_query2label import Query2LabelConfig
 from ..presets import PRESETS, create_model, list_presets, preset_config
+from ..progress import step
 from . import ml_decoder as mld
 from . import query2label as q2l
 from .checkpoints import CHECKPOINTS, OfficialCheckpoint, find_checkpoint
@@ -276,6 +277,7 @@ def convert_checkpoint(
     if config_file is not None and family != "query2label":
         raise ConversionError("--config is Query2Label's config.json; ML-Decoder checkpoints need none")
     notes: list[str] = []
+    step(f"reading {Path(checkpoint).name}")
     obj = load_checkpoint(checkpoint)
     order = ("state_dict", "model") if family == "query2label" else ("model", "state_dict")
     sd, container = extract_state_dict(obj, checkpoint, order)
@@ -284,6 +286,7 @@ def convert_checkpoint(
     if prefixed:
         notes.append(f"stripped the DDP prefix 'module.' from {prefixed} keys (key names here are without it)")
     overrides = copy.deepcopy(overrides or {})
+    step(f"building {preset} and mapping {len(sd)} tensors")
     if family == "query2label":
         model, keymap, extra, fresh = _convert_query2label(
             sd, preset, entry, checkpoint=checkpoint, config_file=config_file, labels=labels, overrides=overrides, notes=notes
@@ -296,6 +299,7 @@ def convert_checkpoint(
     report = fill_model(model, keymap, checkpoint=checkpoint, fresh_ok=fresh, extra=extra, notes=notes)
     report["checkpoint"] = checkpoint
     report["container"] = container
+    step("hashing the checkpoint")
     report["sha256"] = file_sha256(checkpoint)
     notes.extend(keymap.notes)
     model.eval()
@@ -309,6 +313,7 @@ def convert_checkpoint(
             save_file(weights, str(folder / "backbone.safetensors"))
             (folder / "README.md").write_text(_backbone_readme(checkpoint, entry, preset, report), encoding="utf-8")
             return
+        step(f"writing {out}")
         model.save_pretrained(folder)
         provenance = _provenance(family, entry, checkpoint, report["sha256"])
         # the card names the Hub repository in its snippets; without one, a placeholder owner and the folder's name
@@ -316,6 +321,7 @@ def convert_checkpoint(
         card.save(folder / "README.md")
         _write_record(folder / "conversion.json", family, preset, entry, report, notes, provenance)
         if verify:
+            step("reloading the written folder to compare its logits")
             report["reload_max_abs_diff"] = _verify_reload(model, folder)
 
     write_atomically(out, write, overwrite)

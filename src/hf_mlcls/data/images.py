@@ -239,8 +239,11 @@ def check_image_files(paths: Sequence[str], level: str = "header", num_threads: 
         raise ValueError(f"verify level must be one of {VERIFY_LEVELS}, got {level!r}")
     if level == "none":
         return [None] * len(paths)
+    from ..progress import progress
+
     paths = list(paths)
+    shown = dict(desc=f"checking images ({level})", total=len(paths), unit="img", min_total=2000)
     if level == "exists" or num_threads <= 1 or len(paths) < 64:
-        return [check_image_file(p, level) for p in paths]
+        return [check_image_file(p, level) for p in progress(paths, **shown)]
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
-        return list(pool.map(lambda p: check_image_file(p, level), paths))
+        return list(progress(pool.map(lambda p: check_image_file(p, level), paths), **shown))
