@@ -11,7 +11,9 @@ docs/conversion.md has the measured parity with the official code.
 from .checkpoints import CHECKPOINTS, OfficialCheckpoint, checkpoint_table, find_checkpoint
 from .common import ConversionError, load_checkpoint
 from .converter import ConversionResult, convert_checkpoint
-from .labels import COCO_CLASSES, NUS_WIDE_CLASSES, read_label_file, resolve_labels
+from ..data.coco import COCO_CLASSES
+from ..data.nuswide import NUS_WIDE_CLASSES
+from .labels import read_label_file, resolve_labels
 
 __all__ = [
     "CHECKPOINTS",
