@@ -49,6 +49,48 @@ class RecipeArguments:
     freeze_backbone: bool = field(default=False, metadata={"help": "train the head only"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement before stopping"})
 
+    SCHEDULES = ("onecycle", "cosine", "trainer")
+    OPTIMIZERS = ("adamw", "adam")
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value at construction (for ``examples/train.py``, while the arguments are
+        parsed), naming the argument as the command line spells it."""
+        if self.schedule not in self.SCHEDULES:
+            raise ValueError(f"--schedule must be {_one_of(self.SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.pct_start < 1:
+            raise ValueError(f"--pct_start must be in (0, 1), got {self.pct_start}")
+        if self.optimizer not in self.OPTIMIZERS:
+            raise ValueError(f"--optimizer must be {_one_of(self.OPTIMIZERS)}, got {self.optimizer!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {self.ema_decay}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
+        if self.freeze_backbone and self.backbone_trainable_layers:
+            raise ValueError(
+                "--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers"
+            )
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    quoted = [repr(c) for c in choices]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def check_recipe(recipe: RecipeArguments, args) -> None:
+    """The checks that need both the recipe and the ``TrainingArguments`` (each alone is checked when
+    it is built): a ``ValueError`` naming the arguments. ``MultiLabelTrainer`` runs it when built,
+    ``examples/train.py`` before any data is read or model built."""
+    metric = args.metric_for_best_model or ""
+    if metric.startswith(("ema_", "eval_ema_")) and recipe.ema_decay == 0:
+        raise ValueError(f"--metric_for_best_model {metric} is the EMA's, and --ema_decay 0 turns the EMA off")
+    if recipe.early_stopping_patience is not None:
+        # what transformers' EarlyStoppingCallback asserts when training starts, said before any work
+        if not metric or getattr(args.eval_strategy, "value", args.eval_strategy) == "no":
+            raise ValueError(
+                "--early_stopping_patience needs an evaluation (--eval_strategy epoch or steps) and a "
+                "--metric_for_best_model (e.g. ema_mAP) to know what improves"
+            )
+
 
 @dataclass
 class LabelSet:
@@ -142,6 +184,7 @@ class MultiLabelTrainer(Trainer):
         """
         super().__init__(*args, **kwargs)
         self.recipe = recipe or RecipeArguments()
+        check_recipe(self.recipe, self.args)
         self.eval_label_sets = dict(eval_label_sets or {})
         if self.eval_label_sets:
             self._check_label_sets()
@@ -162,8 +205,6 @@ class MultiLabelTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.recipe.optimizer == "adamw" or self.optimizer is not None:
             return super().create_optimizer(model)
-        if self.recipe.optimizer != "adam":
-            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.recipe.optimizer!r}")
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
         params = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
@@ -182,10 +223,8 @@ class MultiLabelTrainer(Trainer):
             self.lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=self.args.learning_rate, total_steps=num_training_steps, pct_start=self.recipe.pct_start
             )
-        elif self.recipe.schedule == "cosine":
+        else:  # "cosine"; RecipeArguments refuses any other value
             self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_training_steps)
-        else:
-            raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'trainer', got {self.recipe.schedule!r}")
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
