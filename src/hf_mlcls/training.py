@@ -196,7 +196,7 @@ class MultiLabelTrainer(Trainer):
             self.ema.module.requires_grad_(False)
             self.add_callback(EMACallback(self.ema))
         if self.compute_metrics is not None:
-            self.compute_metrics = CountSkippedClasses(self.compute_metrics, lambda: getattr(self.model.config, "id2label", {}))
+            self.compute_metrics = WarnSkippedClasses(self.compute_metrics, lambda: getattr(self.model.config, "id2label", {}))
 
     # ---- optimisation -------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -376,10 +376,11 @@ class MultiLabelTrainer(Trainer):
             self.ema = None
 
 
-class CountSkippedClasses:
-    """Wraps a Trainer ``compute_metrics``: adds ``num_classes_skipped`` (classes with no positive in
-    the evaluation set, which AP leaves out) when it is missing, and warns once per set of such
-    classes, naming them. ``id2label`` is a mapping or a callable returning the current one."""
+class WarnSkippedClasses:
+    """Wraps a Trainer ``compute_metrics`` and warns, once per set of such classes and naming them, when
+    its ``num_classes_skipped`` (``hf_mlcls.metrics.compute``'s count of classes with no positive in the
+    evaluation set, which AP leaves out) is not 0. The metrics themselves pass through unchanged.
+    ``id2label`` is a mapping or a callable returning the current one."""
 
     def __init__(self, compute_metrics, id2label=None) -> None:
         self.compute_metrics = compute_metrics
@@ -388,31 +389,31 @@ class CountSkippedClasses:
 
     def __call__(self, eval_pred, *args, **kwargs):
         metrics = self.compute_metrics(eval_pred, *args, **kwargs)
+        skipped = metrics.get("num_classes_skipped") if isinstance(metrics, dict) else None
         labels = getattr(eval_pred, "label_ids", None)
         if isinstance(labels, (tuple, list)):
             labels = labels[0]
-        if not isinstance(metrics, dict) or "num_classes_skipped" in metrics or labels is None:
+        if not skipped or labels is None or np.ndim(labels) != 2:
             return metrics
         labels = np.asarray(labels)
-        if labels.ndim != 2:
+        if skipped == labels.shape[1]:
+            if self._warned != "all":
+                self._warned = "all"
+                logger.warning(
+                    "no class has a positive in the evaluation set (%d images, %d classes): mAP and the class means "
+                    "are undefined (NaN), so no checkpoint can be chosen as the best on them; check the evaluation "
+                    "set's labels", labels.shape[0], labels.shape[1],
+                )
             return metrics
-        empty = np.flatnonzero(~(labels == 1).any(axis=0))
-        metrics = {**metrics, "num_classes_skipped": int(empty.size)}
-        if empty.size == labels.shape[1] and self._warned != "all":
-            self._warned = "all"
-            logger.warning(
-                "no class has a positive in the evaluation set (%d images, %d classes): mAP and the class means "
-                "are undefined (NaN), so no checkpoint can be chosen as the best on them; check the evaluation "
-                "set's labels", labels.shape[0], labels.shape[1],
-            )
-        elif empty.size and empty.size < labels.shape[1] and tuple(empty.tolist()) != self._warned:
+        empty = np.flatnonzero(~(labels == 1).any(axis=0))  # which ones, to name them; the count is compute()'s
+        if tuple(empty.tolist()) != self._warned:
             self._warned = tuple(empty.tolist())
             id2label = (self.id2label() if callable(self.id2label) else self.id2label) or {}
             names = ", ".join(str(id2label.get(int(i), int(i))) for i in empty[:20]) + (" ..." if empty.size > 20 else "")
             logger.warning(
                 "%d of %d classes have no positive in the evaluation set (%s): they are left out of mAP and "
                 "of the class means, and counted in num_classes_skipped",
-                empty.size, labels.shape[1], names,
+                skipped, labels.shape[1], names,
             )
         return metrics
 
