@@ -273,9 +273,7 @@ def render_model_card(
                 metric_rows.append((metric, f"{int(value)}"))
             else:
                 metric_rows.append((metric, f"{value:.2f}"))
-    group_size = None
-    if family == "ml_decoder" and not config.zero_shot:
-        group_size = math.ceil(config.num_labels / config.num_queries)
+    group_size = config.group_size if family == "ml_decoder" and not config.zero_shot else None
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path),
