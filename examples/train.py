@@ -23,9 +23,10 @@ import yaml
 from transformers import AutoConfig, AutoModelForImageClassification, EarlyStoppingCallback, HfArgumentParser, TrainingArguments
 
 import hf_mlcls
-from hf_mlcls.data import MultiLabelCollator, apply_transforms, load_multilabel_dataset, transforms_from_image_processor
+from hf_mlcls.data import MultiLabelCollator, apply_transforms, list_datasets, load_multilabel_dataset, transforms_from_image_processor
+from hf_mlcls.data.registry import find_dataset
 from hf_mlcls.metrics import compute_metrics, compute_zsl_metrics
-from hf_mlcls.training import LabelSet, MultiLabelTrainer, RecipeArguments, freeze_backbone_layers
+from hf_mlcls.training import LabelSet, MultiLabelTrainer, RecipeArguments, check_recipe, freeze_backbone_layers
 
 logger = logging.getLogger("hf_mlcls.train")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,7 +101,10 @@ def parse_all_args(argv: list[str]):
         for action in parser._actions:  # a value from the file satisfies a required argument
             if action.dest in defaults:
                 action.required = False
-    return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # a dataclass's own check (RecipeArguments, TrainingArguments) refused a value
+        raise SystemExit(f"train.py: {err}") from None
 
 
 def _json_object(text: str | None, flag: str) -> dict:
@@ -116,38 +120,30 @@ def _json_object(text: str | None, flag: str) -> dict:
 
 
 def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
-               zs_args: ZeroShotArguments | None = None) -> None:
-    """Refuse bad argument values before any data is read or model built, naming the argument."""
-    from hf_mlcls.data import list_datasets
-    from hf_mlcls.data.loading import _ALIASES
+               zs_args: ZeroShotArguments | None = None, training_args: TrainingArguments | None = None) -> None:
+    """Refuse bad argument values before any data is read or model built, naming the argument. The
+    recipe's own values are checked when it is parsed (``RecipeArguments.__post_init__``); here, the
+    rest and the recipe against the training arguments (``check_recipe``)."""
 
     def refuse(message: str) -> None:
         raise SystemExit(f"train.py: {message}")
 
     _json_object(model_args.model_overrides, "model_overrides")
     _json_object(data_args.dataset_options, "dataset_options")
-    name = data_args.dataset.strip().lower()
-    known = list_datasets()
-    if _ALIASES.get(name, name) not in known:
-        refuse(f"--dataset {data_args.dataset!r} is not a dataset; available: {', '.join(known)}")
-    if data_args.data_dir is None and _ALIASES.get(name, name) != "demo":
+    spec = find_dataset(data_args.dataset)
+    if spec is None or spec.loader is None:
+        refuse(f"--dataset {data_args.dataset!r} is not a dataset; available: {', '.join(list_datasets())}")
+    if data_args.data_dir is None and spec.needs_data_dir:
         refuse(f"--data_dir is required for --dataset {data_args.dataset!r} (the dataset's root folder)")
     for flag in ("max_train_samples", "max_eval_samples"):
         value = getattr(data_args, flag)
         if value is not None and value < 1:
             refuse(f"--{flag} must be >= 1 (leave it out for every sample), got {value}")
-    if recipe.schedule not in ("onecycle", "cosine", "trainer"):
-        refuse(f"--schedule must be 'onecycle', 'cosine' or 'trainer', got {recipe.schedule!r}")
-    if not 0 < recipe.pct_start < 1:
-        refuse(f"--pct_start must be in (0, 1), got {recipe.pct_start}")
-    if recipe.optimizer not in ("adamw", "adam"):
-        refuse(f"--optimizer must be 'adamw' or 'adam', got {recipe.optimizer!r}")
-    if not 0 <= recipe.ema_decay < 1:
-        refuse(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {recipe.ema_decay}")
-    if recipe.early_stopping_patience is not None and recipe.early_stopping_patience < 1:
-        refuse(f"--early_stopping_patience must be >= 1, got {recipe.early_stopping_patience}")
-    if recipe.freeze_backbone and recipe.backbone_trainable_layers:
-        refuse("--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers")
+    if training_args is not None:
+        try:
+            check_recipe(recipe, training_args)  # each value of the recipe was checked when it was parsed
+        except ValueError as err:
+            refuse(str(err))
     if zs_args is not None and zs_args.unseen_labels is not None:
         empty = [n for n in zs_args.unseen_labels if not n.strip()]
         if not zs_args.unseen_labels or empty:
@@ -180,12 +176,14 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str], preset_def
     )
 
 
-def _is_nus_wide_zsl(dataset: str) -> bool:
-    return dataset.strip().lower().replace("_", "-") in ("nus-wide-zsl", "nuswide-zsl")
+def _holds_out_labels(dataset: str) -> bool:
+    """The dataset has its own seen/unseen label split (nus-wide-zsl)."""
+    spec = find_dataset(dataset)
+    return spec is not None and spec.zero_shot
 
 
 def zero_shot_wanted(model_args: ModelArguments, data_args: DataArguments, zs_args: ZeroShotArguments) -> bool:
-    if zs_args.zero_shot or zs_args.unseen_labels or _is_nus_wide_zsl(data_args.dataset):
+    if zs_args.zero_shot or zs_args.unseen_labels or _holds_out_labels(data_args.dataset):
         return True
     overrides = json.loads(model_args.model_overrides) if model_args.model_overrides else {}
     if "zero_shot" in overrides:
@@ -210,8 +208,9 @@ def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArgume
         dataset = zero_shot_splits(dataset, zs_args.unseen_labels, train_split=data_args.train_split, eval_split=data_args.eval_split)
         held_out = True
     spec = zs_args.text_encoder
-    if spec is None and _is_nus_wide_zsl(data_args.dataset) and data_args.data_dir:
-        spec = os.path.join(data_args.data_dir, "wordvec_array.pth")  # the benchmark's own word vectors
+    word_vectors = getattr(find_dataset(data_args.dataset), "word_vectors", None)
+    if spec is None and word_vectors and data_args.data_dir:
+        spec = os.path.join(data_args.data_dir, word_vectors)  # the benchmark's own word vectors
     if spec is None and model_args.model not in hf_mlcls.list_presets():
         spec = getattr(AutoConfig.from_pretrained(model_args.model), "text_encoder", None)
     return dataset, get_text_encoder(spec), held_out
@@ -219,7 +218,7 @@ def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArgume
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, recipe, training_args, zs_args = parse_all_args(sys.argv[1:] if argv is None else argv)
-    check_args(model_args, data_args, recipe, zs_args)
+    check_args(model_args, data_args, recipe, zs_args, training_args)
     if not (training_args.do_train or training_args.do_eval):
         raise SystemExit(
             "train.py: nothing to do: pass --do_train true and/or --do_eval true (the recipes in examples/configs/ "

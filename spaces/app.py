@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import csv
 import json
-import math
 import os
 import re
 import shutil
@@ -150,9 +149,7 @@ class LoadedModel:
         """Labels per query: 1 for Query2Label and zero-shot ML-Decoder, ceil(C/K) for ML-Decoder."""
         if self.family != "ml_decoder" or self.zero_shot:
             return 1
-        return getattr(self.model.classifier, "group_size", None) or math.ceil(
-            self.config.num_labels / self.config.num_queries
-        )
+        return self.model.classifier.group_size  # the layer's own, as it splits its logits
 
     def describe(self) -> str:
         c = self.config

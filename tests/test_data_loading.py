@@ -32,3 +32,25 @@ def test_aliases_and_case(tmp_path):
     with pytest.raises(FileNotFoundError, match="Concepts81"):
         (tmp_path / "n").mkdir()
         load_multilabel_dataset("NUS_WIDE", str(tmp_path / "n"))
+
+
+def test_one_registry_answers_every_reader():
+    """Loader, card title and convert's label set of a name all come from hf_mlcls.data.registry."""
+    from hf_mlcls.convert.labels import canonical_label_set, resolve_labels
+    from hf_mlcls.data.registry import find_dataset, find_label_set, label_set_names
+    from hf_mlcls.hub import _dataset_title
+
+    for spelling in ("COCO14", "mscoco", " Coco2014 ", "coco2014"):
+        assert find_dataset(spelling).name == "coco2014"
+    assert find_dataset("open_images") is find_dataset("openimages-v6")
+    assert find_dataset("imagenet") is None
+    # a label set without a loader is known to convert, not to the loaders
+    assert "stanford-cars" not in list_datasets() and canonical_label_set("cars") == "stanford-cars"
+    with pytest.raises(ValueError, match=r"unknown dataset 'stanford-cars'"):
+        load_multilabel_dataset("stanford-cars", "/tmp")
+    assert label_set_names() == ["coco", "nus-wide", "openimages", "stanford-cars", "voc"]
+    assert find_label_set("coco2017")[0] == find_label_set("coco")[0] == "coco"
+    assert len(find_label_set("voc2012")[1]) == 20 and len(find_label_set("nus")[1]) == 81
+    assert find_label_set("openimages") == ("openimages", None) and find_label_set("csv") is None
+    assert resolve_labels("coco2017", 80)[:2] == ["person", "bicycle"]
+    assert _dataset_title("NUS_WIDE") == "NUS-WIDE" and _dataset_title("my-data") == "my-data"

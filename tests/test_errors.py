@@ -770,10 +770,32 @@ def train_script():
          "schedule", "pct-start", "optimizer", "ema-decay", "patience", "freeze-and-trainable", "unseen-labels"],
 )
 def test_train_script_refuses_bad_argument_values_before_any_work(args, message, train_script, tmp_path):
-    parsed = train_script.parse_all_args(["--output_dir", str(tmp_path / "out"), *args])
-    with pytest.raises(SystemExit, match=rf"^train\.py: {message}"):
-        train_script.check_args(parsed[0], parsed[1], parsed[2], parsed[4])
+    with pytest.raises(SystemExit, match=rf"^train\.py: {message}"):  # recipe values: refused while parsing
+        parsed = train_script.parse_all_args(["--output_dir", str(tmp_path / "out"), *args])
+        train_script.check_args(*parsed[:3], parsed[4], parsed[3])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ema_decay", "0", "--metric_for_best_model", "ema_mAP"], r"--metric_for_best_model ema_mAP is the EMA's, and --ema_decay 0"),
+        (["--early_stopping_patience", "3", "--eval_strategy", "no", "--load_best_model_at_end", "false"],
+         r"--early_stopping_patience needs an evaluation \(--eval_strategy epoch or steps\)"),
+    ],
+    ids=["ema-metric-without-ema", "patience-without-evaluation"],
+)
+def test_train_script_refuses_recipe_and_training_arguments_that_contradict_each_other(args, message, train_script, tmp_path):
+    """Checked once, in hf_mlcls.training.check_recipe: by train.py before any work, and by the trainer."""
+    from hf_mlcls.training import check_recipe
+
+    argv = [os.path.join(os.path.dirname(train_script.__file__), "configs", "demo.yaml"), "--output_dir", str(tmp_path / "out"), *args]
+    with pytest.raises(SystemExit, match=rf"^train\.py: {message}"):
+        train_script.main(argv)
+    assert not (tmp_path / "out").exists()
+    parsed = train_script.parse_all_args(argv)
+    with pytest.raises(ValueError, match=rf"^{message}"):
+        check_recipe(parsed[2], parsed[3])
 
 
 def test_train_script_argument_file_errors(train_script, tmp_path):

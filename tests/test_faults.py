@@ -2,6 +2,7 @@
 
 - A run killed at any moment (SIGKILL), even while saving, resumes to the uninterrupted result
   (subprocesses, as a real kill); also through ``examples/train.py --resume_from_checkpoint True``.
+  The kill step is drawn from the fault seed pytest prints (``HF_MLCLS_FAULT_SEED=N`` replays it).
 - In process, with the test's tiny trainer: a data-loading worker that dies, a disk that fills up
   while a checkpoint is written (each writer in turn: weights, optimizer, RNG state, EMA; with and
   without ``save_total_limit``), an evaluation set where a class (or every class) has no positive.
@@ -13,7 +14,6 @@ import errno
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -88,9 +88,10 @@ def assert_same_result(a: Path, b: Path):
         assert ma[key] == pytest.approx(mb[key], rel=1e-4, abs=1e-4), key
 
 
-def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(uninterrupted):
+def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(uninterrupted, fault_rng):
     tmp_path = uninterrupted
-    kill_at = random.Random(os.getpid()).randint(3, 7)  # 8 steps in all, checkpoints every 2
+    kill_at = fault_rng.randint(3, 7)  # 8 steps in all, checkpoints every 2
+    print(f"SIGKILL at step {kill_at}")
     out = tmp_path / f"killed{kill_at}"
     killed = run(tmp_path, out, KILL_AT=kill_at)
     assert killed.returncode == -9
@@ -99,6 +100,34 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(uninte
     resumed = run(tmp_path, out, RESUME="last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_result(out, tmp_path / "full")
+
+
+def test_the_random_fault_points_come_from_the_printed_seed(tmp_path, monkeypatch):
+    """A run prints its fault seed; the same seed in HF_MLCLS_FAULT_SEED draws the same fault points."""
+    import re
+    import shutil
+
+    import conftest
+
+    shutil.copy(Path(__file__).parent / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_draw.py").write_text("def test_draw(fault_rng):\n    print('DRAW', fault_rng.randint(0, 10**9))\n")
+
+    def pytest_run(seed=None):
+        env = {k: v for k, v in os.environ.items() if k != "HF_MLCLS_FAULT_SEED"}
+        env.update({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"} if seed is None else {"HF_MLCLS_FAULT_SEED": seed, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_draw.py"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    first = pytest_run()
+    assert first.returncode == 0, first.stdout[-3000:]
+    seed = re.search(r"drawn from fault seed (\d+) \(reproduce with HF_MLCLS_FAULT_SEED=\1\)", first.stdout).group(1)
+    again = pytest_run(seed)
+    draw = re.compile(r"DRAW (\d+)")
+    assert draw.search(again.stdout).group(1) == draw.search(first.stdout).group(1)
+    monkeypatch.setenv("HF_MLCLS_FAULT_SEED", "soon")
+    monkeypatch.setitem(conftest._fault_seed, "value", None)
+    with pytest.raises(pytest.UsageError, match=r"HF_MLCLS_FAULT_SEED='soon': the fault seed must be a whole number"):
+        conftest.pytest_configure(None)
 
 
 def test_a_checkpoint_half_written_by_a_crash_is_never_picked_up(uninterrupted):
@@ -166,10 +195,11 @@ def train_script(tmp_path, out, *extra, **env_vars):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
 
-def test_train_script_killed_then_resumed_with_the_flag_equals_an_uninterrupted_run(tmp_path):
+def test_train_script_killed_then_resumed_with_the_flag_equals_an_uninterrupted_run(tmp_path, fault_rng):
     full = train_script(tmp_path, tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
-    kill_at = random.Random(os.getpid()).randint(7, 11)  # 12 steps, a checkpoint each epoch (6 steps)
+    kill_at = fault_rng.randint(7, 11)  # 12 steps, a checkpoint each epoch (6 steps)
+    print(f"SIGKILL at step {kill_at}")
     out = tmp_path / "killed"
     killed = train_script(tmp_path, out, KILL_AT=kill_at)
     assert killed.returncode == -9

@@ -95,6 +95,18 @@ def test_group_classifier_equals_per_group_loop():
     torch.testing.assert_close(zsl(h), torch.stack([h[:, k] @ zsl.weight[:, 0] for k in range(7)], 1) + zsl.bias)
 
 
+def test_group_size_is_the_configs_and_the_layers():
+    """One function decides the labels per query: the config, the built layer and the card agree."""
+    from hf_mlcls.models.configuration_ml_decoder import MLDecoderConfig, labels_per_query
+
+    for num_labels, num_groups, expected in ((10, 4, 3), (80, -1, 1), (250, -1, 3), (9605, 200, 49), (100, 100, 1)):
+        config = MLDecoderConfig(num_labels=num_labels, num_groups=num_groups)
+        layer = GroupFullyConnected(config.num_queries, 6, num_labels)
+        assert config.group_size == layer.group_size == labels_per_query(num_labels, config.num_queries) == expected
+        assert layer.weight.shape[0] * layer.group_size >= num_labels > layer.weight.shape[0] * (layer.group_size - 1)
+    assert MLDecoderConfig(num_labels=250, zero_shot=True).group_size == 1
+
+
 def test_loss_ignores_unknown_labels():
     loss_fn = AsymmetricLoss(gamma_neg=4, gamma_pos=0, clip=0.05)
     labels = torch.tensor([[1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])

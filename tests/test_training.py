@@ -131,6 +131,34 @@ def test_summary_line():
     assert line == "epoch 3.00 | mAP 81.23 | CF1 70.00 | OF1 75.50 | EMA mAP 82.00"
 
 
+def test_the_skipped_class_count_is_compute_s_and_passes_through(caplog):
+    """compute_metrics hands on compute()'s num_classes_skipped; the trainer's wrapper only warns about it
+    and never makes up a count of its own for a compute_metrics that has none."""
+    import logging
+
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from hf_mlcls.metrics import compute, compute_zsl_metrics
+    from hf_mlcls.training import WarnSkippedClasses
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 4))
+    labels = (rng.random((12, 4)) < 0.5).astype(np.float32)
+    labels[:, 1] = 0  # no positive
+    labels[:3, 3] = -1  # unknown only where there is no positive: still evaluated
+    labels[5, 3] = 1
+    pred = EvalPrediction(predictions=logits, label_ids=labels)
+    expected = compute(1 / (1 + np.exp(-logits)), labels)["num_classes_skipped"]
+    assert compute_metrics(pred)["num_classes_skipped"] == expected == 1
+    assert compute_zsl_metrics(pred)["num_classes_skipped"] == 1
+    with caplog.at_level(logging.WARNING, logger="hf_mlcls.training"):
+        metrics = WarnSkippedClasses(compute_metrics, {1: "cat"})(pred)
+        assert WarnSkippedClasses(lambda p: {"accuracy": 1.0})(pred) == {"accuracy": 1.0}
+    assert metrics == compute_metrics(pred)
+    assert [r.getMessage()[:28] for r in caplog.records] == ["1 of 4 classes have no posit"] and "(cat)" in caplog.text
+
+
 def test_example_script_trains_saves_and_predicts(tmp_path):
     out = tmp_path / "run"
     overrides = json.dumps({k: v for k, v in TINY.items()})

@@ -60,18 +60,13 @@ _FAMILIES = {
     "ml_decoder": ("ML-Decoder", "ml_decoder.md"),
 }
 
-# Names `hf_mlcls.data.load_multilabel_dataset` knows, as people write them.
-_DATASET_NAMES = {
-    "coco2014": "MS-COCO 2014",
-    "coco2017": "MS-COCO 2017",
-    "coco": "MS-COCO",
-    "voc2007": "PASCAL VOC 2007",
-    "voc2012": "PASCAL VOC 2012",
-    "nus-wide": "NUS-WIDE",
-    "nuswide": "NUS-WIDE",
-    "openimages-v6": "Open Images v6",
-    "demo": "the hf_mlcls demo set (generated digit mosaics)",
-}
+def _dataset_title(name: str) -> str:
+    """How a card names a dataset: its title in the dataset registry, else the name as given."""
+    from .data.registry import find_dataset
+
+    spec = find_dataset(name)
+    return spec.title if spec is not None and spec.title else name
+
 
 # Files of a saved model folder that belong on the Hub; anything else (optimizer states,
 # pickled training arguments, checkpoints) stays local.
@@ -193,7 +188,7 @@ def build_card_data(
                 task_type="image-classification",
                 task_name="Multi-label image classification",
                 dataset_type=dataset,
-                dataset_name=_DATASET_NAMES.get(dataset.lower(), dataset),
+                dataset_name=_dataset_title(dataset),
                 dataset_split=eval_results["split"],
                 metric_type=metric,
                 metric_name=description,
@@ -278,9 +273,7 @@ def render_model_card(
                 metric_rows.append((metric, f"{int(value)}"))
             else:
                 metric_rows.append((metric, f"{value:.2f}"))
-    group_size = None
-    if family == "ml_decoder" and not config.zero_shot:
-        group_size = math.ceil(config.num_labels / config.num_queries)
+    group_size = config.group_size if family == "ml_decoder" and not config.zero_shot else None
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path),
@@ -297,9 +290,7 @@ def render_model_card(
         labels=labels,
         more_labels=more,
         eval=eval_results,
-        dataset_name=_DATASET_NAMES.get(str(eval_results["dataset"]).lower(), eval_results["dataset"])
-        if eval_results
-        else None,
+        dataset_name=_dataset_title(str(eval_results["dataset"])) if eval_results else None,
         metric_rows=metric_rows,
         per_class=per_class,
         provenance=provenance,

@@ -545,7 +545,8 @@ def compute_metrics(
     ``eval_pred.predictions`` are logits (N, C), or a tuple whose first item is; the
     sigmoid is applied here (in float64, so that confident logits do not all round to 1.0
     and tie). ``eval_pred.label_ids`` are (N, C) multi-hot targets, -1 for unknown.
-    Returns the scalar metrics only. Other ``threshold`` / ``top_k``: ``functools.partial``.
+    Returns the scalar metrics only, with :func:`compute`'s ``num_classes_skipped``. Other
+    ``threshold`` / ``top_k``: ``functools.partial``.
     AP ranks the whole evaluation set, so ``TrainingArguments.batch_eval_metrics`` (which
     passes ``compute_result``) is refused.
     """
@@ -554,7 +555,7 @@ def compute_metrics(
     result = compute(probs, labels, threshold=threshold, top_k=top_k)
     keys = ["mAP", "mAP_voc", "CP", "CR", "CF1", "OP", "OR", "OF1"]
     keys += [f"{k}_top{top_k}" for k in keys[2:]]
-    return {k: float(result[k]) for k in keys}
+    return {**{k: float(result[k]) for k in keys}, "num_classes_skipped": result["num_classes_skipped"]}
 
 
 # --------------------------------------------------------------------------- zero-shot
@@ -623,8 +624,9 @@ def compute_zsl_metrics(eval_pred, top_k: tuple[int, ...] = (3, 5), compute_resu
 
     ``eval_pred.predictions`` are logits (N, C) (or a tuple whose first item is), ranked as they
     are (no sigmoid, so that confident logits cannot tie at 1.0); ``label_ids`` the (N, C) targets.
-    Returns ``mAP`` and ``P/R/F1_top{k}`` of :func:`compute_zsl`.
+    Returns ``mAP``, ``P/R/F1_top{k}`` and ``num_classes_skipped`` of :func:`compute_zsl`.
     """
     logits, labels = _logits_and_labels(eval_pred, compute_result, "compute_zsl_metrics")
     result = compute_zsl(logits.astype(np.float64), labels, top_k=top_k)
-    return {k: float(v) for k, v in result.items() if k == "mAP" or k.startswith(("P_top", "R_top", "F1_top"))}
+    scalars = {k: float(v) for k, v in result.items() if k == "mAP" or k.startswith(("P_top", "R_top", "F1_top"))}
+    return {**scalars, "num_classes_skipped": result["num_classes_skipped"]}

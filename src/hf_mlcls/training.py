@@ -49,6 +49,48 @@ class RecipeArguments:
     freeze_backbone: bool = field(default=False, metadata={"help": "train the head only"})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement before stopping"})
 
+    SCHEDULES = ("onecycle", "cosine", "trainer")
+    OPTIMIZERS = ("adamw", "adam")
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value at construction (for ``examples/train.py``, while the arguments are
+        parsed), naming the argument as the command line spells it."""
+        if self.schedule not in self.SCHEDULES:
+            raise ValueError(f"--schedule must be {_one_of(self.SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.pct_start < 1:
+            raise ValueError(f"--pct_start must be in (0, 1), got {self.pct_start}")
+        if self.optimizer not in self.OPTIMIZERS:
+            raise ValueError(f"--optimizer must be {_one_of(self.OPTIMIZERS)}, got {self.optimizer!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {self.ema_decay}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
+        if self.freeze_backbone and self.backbone_trainable_layers:
+            raise ValueError(
+                "--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers"
+            )
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    quoted = [repr(c) for c in choices]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def check_recipe(recipe: RecipeArguments, args) -> None:
+    """The checks that need both the recipe and the ``TrainingArguments`` (each alone is checked when
+    it is built): a ``ValueError`` naming the arguments. ``MultiLabelTrainer`` runs it when built,
+    ``examples/train.py`` before any data is read or model built."""
+    metric = args.metric_for_best_model or ""
+    if metric.startswith(("ema_", "eval_ema_")) and recipe.ema_decay == 0:
+        raise ValueError(f"--metric_for_best_model {metric} is the EMA's, and --ema_decay 0 turns the EMA off")
+    if recipe.early_stopping_patience is not None:
+        # what transformers' EarlyStoppingCallback asserts when training starts, said before any work
+        if not metric or getattr(args.eval_strategy, "value", args.eval_strategy) == "no":
+            raise ValueError(
+                "--early_stopping_patience needs an evaluation (--eval_strategy epoch or steps) and a "
+                "--metric_for_best_model (e.g. ema_mAP) to know what improves"
+            )
+
 
 @dataclass
 class LabelSet:
@@ -142,6 +184,7 @@ class MultiLabelTrainer(Trainer):
         """
         super().__init__(*args, **kwargs)
         self.recipe = recipe or RecipeArguments()
+        check_recipe(self.recipe, self.args)
         self.eval_label_sets = dict(eval_label_sets or {})
         if self.eval_label_sets:
             self._check_label_sets()
@@ -153,7 +196,7 @@ class MultiLabelTrainer(Trainer):
             self.ema.module.requires_grad_(False)
             self.add_callback(EMACallback(self.ema))
         if self.compute_metrics is not None:
-            self.compute_metrics = CountSkippedClasses(self.compute_metrics, lambda: getattr(self.model.config, "id2label", {}))
+            self.compute_metrics = WarnSkippedClasses(self.compute_metrics, lambda: getattr(self.model.config, "id2label", {}))
 
     # ---- optimisation -------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -162,8 +205,6 @@ class MultiLabelTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.recipe.optimizer == "adamw" or self.optimizer is not None:
             return super().create_optimizer(model)
-        if self.recipe.optimizer != "adam":
-            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.recipe.optimizer!r}")
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
         params = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
@@ -182,10 +223,8 @@ class MultiLabelTrainer(Trainer):
             self.lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=self.args.learning_rate, total_steps=num_training_steps, pct_start=self.recipe.pct_start
             )
-        elif self.recipe.schedule == "cosine":
+        else:  # "cosine"; RecipeArguments refuses any other value
             self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_training_steps)
-        else:
-            raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'trainer', got {self.recipe.schedule!r}")
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -337,10 +376,11 @@ class MultiLabelTrainer(Trainer):
             self.ema = None
 
 
-class CountSkippedClasses:
-    """Wraps a Trainer ``compute_metrics``: adds ``num_classes_skipped`` (classes with no positive in
-    the evaluation set, which AP leaves out) when it is missing, and warns once per set of such
-    classes, naming them. ``id2label`` is a mapping or a callable returning the current one."""
+class WarnSkippedClasses:
+    """Wraps a Trainer ``compute_metrics`` and warns, once per set of such classes and naming them, when
+    its ``num_classes_skipped`` (``hf_mlcls.metrics.compute``'s count of classes with no positive in the
+    evaluation set, which AP leaves out) is not 0. The metrics themselves pass through unchanged.
+    ``id2label`` is a mapping or a callable returning the current one."""
 
     def __init__(self, compute_metrics, id2label=None) -> None:
         self.compute_metrics = compute_metrics
@@ -349,31 +389,31 @@ class CountSkippedClasses:
 
     def __call__(self, eval_pred, *args, **kwargs):
         metrics = self.compute_metrics(eval_pred, *args, **kwargs)
+        skipped = metrics.get("num_classes_skipped") if isinstance(metrics, dict) else None
         labels = getattr(eval_pred, "label_ids", None)
         if isinstance(labels, (tuple, list)):
             labels = labels[0]
-        if not isinstance(metrics, dict) or "num_classes_skipped" in metrics or labels is None:
+        if not skipped or labels is None or np.ndim(labels) != 2:
             return metrics
         labels = np.asarray(labels)
-        if labels.ndim != 2:
+        if skipped == labels.shape[1]:
+            if self._warned != "all":
+                self._warned = "all"
+                logger.warning(
+                    "no class has a positive in the evaluation set (%d images, %d classes): mAP and the class means "
+                    "are undefined (NaN), so no checkpoint can be chosen as the best on them; check the evaluation "
+                    "set's labels", labels.shape[0], labels.shape[1],
+                )
             return metrics
-        empty = np.flatnonzero(~(labels == 1).any(axis=0))
-        metrics = {**metrics, "num_classes_skipped": int(empty.size)}
-        if empty.size == labels.shape[1] and self._warned != "all":
-            self._warned = "all"
-            logger.warning(
-                "no class has a positive in the evaluation set (%d images, %d classes): mAP and the class means "
-                "are undefined (NaN), so no checkpoint can be chosen as the best on them; check the evaluation "
-                "set's labels", labels.shape[0], labels.shape[1],
-            )
-        elif empty.size and empty.size < labels.shape[1] and tuple(empty.tolist()) != self._warned:
+        empty = np.flatnonzero(~(labels == 1).any(axis=0))  # which ones, to name them; the count is compute()'s
+        if tuple(empty.tolist()) != self._warned:
             self._warned = tuple(empty.tolist())
             id2label = (self.id2label() if callable(self.id2label) else self.id2label) or {}
             names = ", ".join(str(id2label.get(int(i), int(i))) for i in empty[:20]) + (" ..." if empty.size > 20 else "")
             logger.warning(
                 "%d of %d classes have no positive in the evaluation set (%s): they are left out of mAP and "
                 "of the class means, and counted in num_classes_skipped",
-                empty.size, labels.shape[1], names,
+                skipped, labels.shape[1], names,
             )
         return metrics
 

@@ -22,8 +22,8 @@ _EXPORTS = {
     "load_checkpoint": "common",
     "ConversionResult": "converter",
     "convert_checkpoint": "converter",
-    "COCO_CLASSES": "labels",
-    "NUS_WIDE_CLASSES": "labels",
+    "COCO_CLASSES": "..data.coco",
+    "NUS_WIDE_CLASSES": "..data.nuswide",
     "read_label_file": "labels",
     "resolve_labels": "labels",
 }
@@ -34,6 +34,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    module = _EXPORTS[name]
+    value = getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)
     globals()[name] = value
     return value

@@ -2,7 +2,8 @@
 
 The official checkpoints carry no class names, only class indices. Both official code bases
 index MS-COCO by ascending category id (Query2Label's `category_map`, ML-Decoder's `cat2cat`),
-which is the order of `COCO_CLASSES` below. Open Images (9,605 classes) and Stanford Cars
+which is the order of `hf_mlcls.data.coco.COCO_CLASSES`. The built-in sets are those of the
+dataset registry (`hf_mlcls.data.registry`). Open Images (9,605 classes) and Stanford Cars
 (196) names are not shipped here: pass a label file, or the labels become LABEL_0, LABEL_1, ...
 """
 
@@ -15,60 +16,19 @@ import os
 from collections import Counter
 
 from ..cli import UserError
+from ..data.registry import find_label_set, label_set_names
 
 logger = logging.getLogger(__name__)
 
-#: The 80 MS-COCO 2014/2017 detection classes in ascending category-id order (1 ... 90).
-COCO_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
-)
-
-#: The 81 NUS-WIDE concepts in the order of the release's Concepts81.txt (alphabetical).
-NUS_WIDE_CLASSES = (
-    "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars", "castle",
-    "cat", "cityscape", "clouds", "computer", "coral", "cow", "dancing", "dog", "earthquake", "elk", "fire",
-    "fish", "flags", "flowers", "food", "fox", "frost", "garden", "glacier", "grass", "harbor", "horses",
-    "house", "lake", "leaf", "map", "military", "moon", "mountain", "nighttime", "ocean", "person", "plane",
-    "plants", "police", "protest", "railroad", "rainbow", "reflection", "road", "rocks", "running", "sand",
-    "sign", "sky", "snow", "soccer", "sports", "statue", "street", "sun", "sunset", "surf", "swimmers",
-    "tattoo", "temple", "tiger", "tower", "town", "toy", "train", "tree", "valley", "vehicle", "water",
-    "waterfall", "wedding", "whales", "window", "zebra",
-)
-
-
-def _voc_classes() -> tuple[str, ...]:
-    from ..data.voc import VOC_CLASSES
-
-    return tuple(VOC_CLASSES)
-
-
-#: Label sets known by name. `None`: known by name, but the names are not shipped (need a file).
-BUILTIN_LABEL_SETS = {
-    "coco": lambda: COCO_CLASSES,
-    "voc": _voc_classes,
-    "nus-wide": lambda: NUS_WIDE_CLASSES,
-    "openimages": None,
-    "stanford-cars": None,
-}
-
-_ALIASES = {"coco14": "coco", "coco2014": "coco", "coco2017": "coco", "mscoco": "coco", "voc2007": "voc",
-            "voc2012": "voc", "nuswide": "nus-wide", "nus": "nus-wide", "openimages-v6": "openimages",
-            "open-images": "openimages", "stanford_cars": "stanford-cars", "cars": "stanford-cars"}
-
 
 def canonical_label_set(name: str) -> str | None:
-    """The built-in set a name (or the official `dataname`) refers to, else None."""
-    key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
-    return key if key in BUILTIN_LABEL_SETS else None
+    """The built-in label set a name (or the official `dataname`) refers to, else None.
+
+    The names are those of the dataset registry (`hf_mlcls.data.registry`): a label set (`coco`)
+    or any name or alias of a dataset that has one (`coco2014`, `coco14`, `voc2007`, `nus`).
+    """
+    found = find_label_set(name)
+    return None if found is None else found[0]
 
 
 def read_label_file(path: str) -> list[str]:
@@ -135,21 +95,21 @@ def resolve_labels(spec: str | None, num_labels: int, *, default: str | None = N
         logger.warning("no label names given for the %d classes of the %s: using LABEL_0 ... LABEL_%d "
                        "(pass --labels coco|voc|nus-wide|FILE)", num_labels, where, num_labels - 1)
         return [f"LABEL_{i}" for i in range(num_labels)]
-    builtin = canonical_label_set(chosen)
-    if builtin is not None:
-        factory = BUILTIN_LABEL_SETS[builtin]
-        if factory is None:
+    found = find_label_set(chosen)
+    if found is not None:
+        builtin, shipped = found
+        if shipped is None:
             logger.warning("the %s class names are not shipped with hf_mlcls: using LABEL_0 ... LABEL_%d; "
                            "pass --labels FILE (one name per line, in class-index order) to name them",
                            builtin, num_labels - 1)
             return [f"LABEL_{i}" for i in range(num_labels)]
-        names = list(factory())
+        names = list(shipped)
         source = f"the built-in {builtin} label set"
     elif os.path.exists(chosen) or os.sep in chosen or "." in os.path.basename(chosen):
         names = read_label_file(chosen)
         source = f"label file {chosen!r}"
     else:
-        known = ", ".join(sorted(BUILTIN_LABEL_SETS))
+        known = ", ".join(label_set_names())
         raise UserError(f"--labels {chosen!r} is neither a known label set ({known}) nor an existing file")
     if len(names) != num_labels:
         raise UserError(f"{source} has {len(names)} names but the {where} has {num_labels} classes")

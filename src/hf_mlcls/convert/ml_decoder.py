@@ -19,10 +19,9 @@ so a zero-shot conversion needs them (`--label-embeddings`).
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
+from ..models.configuration_ml_decoder import labels_per_query
 from .common import ConversionError, KeyMap
 from .query2label import paired_renames, tresnet_filter
 
@@ -67,9 +66,9 @@ def infer_head(sd: dict[str, Tensor], *, where: str) -> dict:
     c = int(bias.shape[0])
     if pd != d:
         raise ConversionError(f"{where}: duplicate_pooling width {pd} differs from embed_standart width {d}")
-    if math.ceil(c / k) != g:
+    if labels_per_query(c, k) != g:
         raise ConversionError(
-            f"{where}: {k} queries x {g} logits for {c} classes; this model computes ceil({c}/{k}) = {math.ceil(c / k)} "
+            f"{where}: {k} queries x {g} logits for {c} classes; this model computes ceil({c}/{k}) = {labels_per_query(c, k)} "
             "logits per query (the official int(C/K + 0.999) differs only when C/K is within 0.001 above an integer)"
         )
     if "head.decoder.query_embed.weight" in sd and tuple(sd["head.decoder.query_embed.weight"].shape) != (k, d):

@@ -26,7 +26,21 @@ from .core import (
     resolve_splits,
 )
 
-__all__ = ["load_coco", "parse_coco_instances"]
+__all__ = ["COCO_CLASSES", "load_coco", "parse_coco_instances"]
+
+#: The 80 MS-COCO 2014/2017 detection classes in ascending category-id order (1 ... 90): the order of
+#: ``load_coco``'s classes and of both official code bases' class indices.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
 
 LAYOUT = """  <data_dir>/
     annotations/instances_train{year}.json

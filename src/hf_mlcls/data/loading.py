@@ -1,50 +1,16 @@
-"""One door to every loader: ``load_multilabel_dataset(name, data_dir, **options)``."""
+"""One door to every loader: ``load_multilabel_dataset(name, data_dir, **options)``; the names are
+those of :mod:`hf_mlcls.data.registry`."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import datasets
 
+from .registry import dataset_spec, list_datasets
+
 __all__ = ["list_datasets", "load_multilabel_dataset"]
-
-
-def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, str]]:
-    from .coco import load_coco
-    from .demo import load_demo
-    from .generic import load_csv, load_hub, load_jsonl
-    from .nuswide import load_nus_wide
-    from .nuswide_zsl import load_nus_wide_zsl
-    from .openimages import load_openimages
-    from .voc import load_voc
-
-    return {
-        "coco2014": (load_coco, {"year": 2014}, "MS-COCO 2014, 80 classes (annotations/instances_*2014.json)"),
-        "coco2017": (load_coco, {"year": 2017}, "MS-COCO 2017, 80 classes (annotations/instances_*2017.json)"),
-        "voc2007": (load_voc, {"year": 2007}, "PASCAL VOC 2007, 20 classes (VOCdevkit/VOC2007)"),
-        "voc2012": (load_voc, {"year": 2012}, "PASCAL VOC 2012, 20 classes (VOCdevkit/VOC2012)"),
-        "nus-wide": (load_nus_wide, {}, "NUS-WIDE 81 concepts (official release layout or data.csv)"),
-        "nus-wide-zsl": (load_nus_wide_zsl, {}, "NUS-WIDE zero-shot: train on 925 seen labels, test on 81 unseen (zsl) / all 1,006 (gzsl)"),
-        "openimages-v6": (load_openimages, {}, "Open Images v6 human-verified image labels (9,605 trainable classes)"),
-        "csv": (load_csv, {}, "one CSV per split: image path + label list"),
-        "jsonl": (load_jsonl, {}, "one JSON-lines file per split: image path + label list"),
-        "hub": (load_hub, {}, "any datasets repo or save_to_disk folder with an image and a multi-label column"),
-        "demo": (load_demo, {}, "built-in 2x2 digit mosaics, 10 classes, generated offline in COCO format"),
-    }
-
-
-_ALIASES = {"nuswide": "nus-wide", "nus_wide": "nus-wide", "openimages": "openimages-v6", "open-images-v6": "openimages-v6",
-            "openimages_v6": "openimages-v6", "nuswide-zsl": "nus-wide-zsl", "nus_wide_zsl": "nus-wide-zsl"}
-
-
-def list_datasets(with_descriptions: bool = False):
-    """Names accepted by :func:`load_multilabel_dataset` (``{name: description}`` with
-    ``with_descriptions=True``)."""
-    reg = _registry()
-    if with_descriptions:
-        return {name: desc for name, (_, _, desc) in reg.items()}
-    return list(reg)
 
 
 def load_multilabel_dataset(name: str, data_dir: Optional[str] = None, **options: Any) -> datasets.DatasetDict:
@@ -63,12 +29,8 @@ def load_multilabel_dataset(name: str, data_dir: Optional[str] = None, **options
     the loader (see docs/datasets.md); an unknown option is a ``TypeError`` listing
     the valid ones.
     """
-    reg = _registry()
-    key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in reg:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(reg)}")
-    loader, fixed, _ = reg[key]
+    spec = dataset_spec(name)
+    key, loader, fixed = spec.name, spec.load_function(), spec.options
     params = inspect.signature(loader).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     valid = [p for p in params if p not in ("data_dir",) and p not in fixed and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
@@ -76,6 +38,6 @@ def load_multilabel_dataset(name: str, data_dir: Optional[str] = None, **options
     clash = [k for k in options if k in fixed]
     if bad or clash:
         raise TypeError(f"{key}: unknown option(s) {sorted(set(bad) | set(clash))}; valid options: {', '.join(valid)}")
-    if data_dir is None and key != "demo":
+    if data_dir is None and spec.needs_data_dir:
         raise TypeError(f"{key}: data_dir is required (the dataset folder{'; or a repo id' if key == 'hub' else ''})")
     return loader(data_dir, **fixed, **options)

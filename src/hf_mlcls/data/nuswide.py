@@ -24,7 +24,19 @@ from .core import (
 )
 from .generic import _build_splits, _class_option, _LabelResolver, _RawSplit, parse_label_cell, read_class_list
 
-__all__ = ["load_nus_wide"]
+__all__ = ["NUS_WIDE_CLASSES", "load_nus_wide"]
+
+#: The 81 NUS-WIDE concepts in the order of the release's Concepts81.txt (alphabetical).
+NUS_WIDE_CLASSES = (
+    "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars", "castle",
+    "cat", "cityscape", "clouds", "computer", "coral", "cow", "dancing", "dog", "earthquake", "elk", "fire",
+    "fish", "flags", "flowers", "food", "fox", "frost", "garden", "glacier", "grass", "harbor", "horses",
+    "house", "lake", "leaf", "map", "military", "moon", "mountain", "nighttime", "ocean", "person", "plane",
+    "plants", "police", "protest", "railroad", "rainbow", "reflection", "road", "rocks", "running", "sand",
+    "sign", "sky", "snow", "soccer", "sports", "statue", "street", "sun", "sunset", "surf", "swimmers",
+    "tattoo", "temple", "tiger", "tower", "town", "toy", "train", "tree", "valley", "vehicle", "water",
+    "waterfall", "wedding", "whales", "window", "zebra",
+)
 
 OFFICIAL_LAYOUT = """  <data_dir>/
     Concepts81.txt                       (or ConceptsList/Concepts81.txt)

@@ -216,11 +216,15 @@ class FeatureBackbone(nn.Module):
             features = features.permute(0, 3, 1, 2)
         return features
 
+    def token_grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w): the patch grid a token backbone lays over ``image_size`` inputs."""
+        patch = self.model.patch_embed.patch_size
+        return image_size[0] // patch[0], image_size[1] // patch[1]
+
     def tokens_to_map(self, tokens: Tensor, image_size: tuple[int, int]) -> Tensor:
         """(B, N, D) patch tokens (with prefix tokens) -> (B, D, h, w) map for ``image_size`` inputs."""
         tokens = tokens[:, self.num_prefix_tokens :]
-        patch = self.model.patch_embed.patch_size
-        h, w = image_size[0] // patch[0], image_size[1] // patch[1]
+        h, w = self.token_grid(image_size)
         if h * w != tokens.shape[1]:
             raise ValueError(f"cannot arrange {tokens.shape[1]} tokens on a {h}x{w} grid for input {image_size}")
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)

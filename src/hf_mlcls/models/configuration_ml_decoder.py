@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 from .configuration_common import MultiLabelConfig
+
+
+def labels_per_query(num_labels: int, num_queries: int) -> int:
+    """ML-Decoder's group size: each of the K queries emits ceil(C / K) logits, the last ones cut away.
+
+    The official code writes ``int(C / K + 0.999)`` (Alibaba-MIIL/ML_Decoder
+    ``src_files/ml_decoder/ml_decoder.py`` line 142, ``duplicate_factor``), which differs only when
+    C / K is within 0.001 above an integer."""
+    return math.ceil(num_labels / num_queries)
 
 
 class MLDecoderConfig(MultiLabelConfig):
@@ -97,3 +108,8 @@ class MLDecoderConfig(MultiLabelConfig):
         if self.zero_shot:
             return self.num_labels
         return min(self.num_labels, 100) if self.num_groups == -1 else self.num_groups
+
+    @property
+    def group_size(self) -> int:
+        """Labels per query: ceil(C / K); 1 in zero-shot mode, where every query is one label."""
+        return 1 if self.zero_shot else labels_per_query(self.num_labels, self.num_queries)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .configuration_ml_decoder import labels_per_query
+
 
 class MultiheadAttention(nn.Module):
     """Multi-head attention with ``nn.MultiheadAttention``'s parameters, batch-first, on SDPA.
@@ -137,7 +139,7 @@ class GroupFullyConnected(nn.Module):
             self.weight = nn.Parameter(torch.empty(hidden_dim, 1))
             self.bias = nn.Parameter(torch.empty(1))
         else:
-            self.group_size = math.ceil(num_labels / num_queries)
+            self.group_size = labels_per_query(num_labels, num_queries)
             self.weight = nn.Parameter(torch.empty(num_queries, hidden_dim, self.group_size))
             self.bias = nn.Parameter(torch.empty(num_labels))
         self.reset_parameters()

@@ -115,8 +115,7 @@ def attention_to_grid(weights: Tensor, feature_map: Tensor, backbone: FeatureBac
         h, w = feature_map.shape[-2:]
         return weights.reshape(weights.shape[0], weights.shape[1], h, w)
     weights = weights[..., backbone.num_prefix_tokens :]
-    patch = backbone.model.patch_embed.patch_size
-    h, w = image_size[0] // patch[0], image_size[1] // patch[1]
+    h, w = backbone.token_grid(image_size)
     return weights.reshape(weights.shape[0], weights.shape[1], h, w)
 
 
