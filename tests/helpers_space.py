@@ -36,8 +36,9 @@ PATH_LIKE = re.compile(r"(^|[\s'\"(])/(tmp|root|home|work|usr|var|etc)/")
 
 def needs_gradio() -> None:
     """Skip the calling test (or fixture) when gradio or gradio_client is not installed."""
-    pytest.importorskip("gradio", reason="the Space needs gradio")
-    pytest.importorskip("gradio_client", reason="the Space tests need gradio_client")
+    # gradio imports gradio_client, so that is asked first; any ImportError (not only a missing module) skips
+    pytest.importorskip("gradio_client", reason="the Space tests need gradio_client", exc_type=ImportError)
+    pytest.importorskip("gradio", reason="the Space needs gradio", exc_type=ImportError)
 
 
 def free_port() -> int:
