@@ -39,7 +39,7 @@ MAX_LOADED_MODELS = 2
 DEMO_MODEL = "outputs/demo"
 NO_MODEL_HINT = (
     "No model to show: name one, e.g. `HF_MLCLS_MODELS=outputs/demo python spaces/app.py` "
-    "(comma-separated local model folders or Hub ids)."
+    "(comma-separated local model folders or Hub ids; for a deployed Space, `hf-mlcls deploy-space --models`)."
 )
 
 
