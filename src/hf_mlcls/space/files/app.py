@@ -33,7 +33,7 @@ try:
         IMAGE_SUFFIXES,
         MAX_IMAGES,
         MAX_SIDE,
-        MAX_ZERO_SHOT_LABELS,
+        MAX_ZERO_SHOT_LABELS,  # noqa: F401  (part of the app module's settings, read by tests)
         NO_MODEL_HINT,
         UserFacingError,
         message,
