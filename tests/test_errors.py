@@ -27,9 +27,9 @@ from data_fixtures import (
     make_voc,
     write_image,
 )
+from helpers_space import bomb_png
 from safetensors import SafetensorError
 from test_models import LABELS, tiny_mld, tiny_q2l
-from test_space import bomb_png
 from transformers import AutoModelForImageClassification
 
 from hf_mlcls import MLDecoderConfig, Query2LabelConfig, create_model

@@ -339,7 +339,11 @@ def test_deploy_space_dry_run(tmp_path, capsys):
     assert main(["deploy-space", "me/demo", "--dry-run", str(out), "--models", "me/a,me/b"]) == 0
     for name in ("app.py", "requirements.txt", "README.md", "hf_mlcls/__init__.py", "hf_mlcls/models/layers.py"):
         assert (out / name).is_file(), name
-    assert list((out / "examples").glob("*.jpg"))
+    assert list((out / "examples").glob("*.jpg")) and len(list((out / "examples").glob("digits-*.png"))) == 3
+    assert (out / "examples" / "examples.json").is_file()
+    # the Space's files come once, beside app.py: not again inside the shipped package, and no build script
+    assert (out / "hf_mlcls" / "space" / "render.py").is_file() and not (out / "hf_mlcls" / "space" / "files").exists()
+    assert not (out / "make_examples.py").exists()
     assert (out / "models.txt").read_text().split() == ["me/a", "me/b"]
     front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py"
@@ -348,3 +352,40 @@ def test_deploy_space_dry_run(tmp_path, capsys):
     assert not (tmp_path / "pypi" / "hf_mlcls").exists()
     assert "hf_mlcls==0.1.0" in (tmp_path / "pypi" / "requirements.txt").read_text().splitlines()
     assert "app.py" in result["files"]
+
+
+def test_wheel_carries_the_card_templates_and_the_space(tmp_path):
+    """A non-editable install has the card templates and the Space (app, requirements, README, examples)."""
+    import zipfile
+
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
+    pytest.importorskip("wheel", reason="building the wheel needs wheel")
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so that the build leaves no build/ or egg-info in the checkout
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        (source / name).write_bytes((repo / name).read_bytes())
+    import shutil
+
+    shutil.copytree(repo / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
+         str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("hf_mlcls-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        "hf_mlcls/hub/templates/query2label.md",
+        "hf_mlcls/hub/templates/ml_decoder.md",
+        "hf_mlcls/space/files/app.py",
+        "hf_mlcls/space/files/requirements.txt",
+        "hf_mlcls/space/files/README.md",
+        "hf_mlcls/space/files/examples/examples.json",
+        "hf_mlcls/space/render.py",
+        "hf_mlcls/hub/space_deploy.py",
+    }
+    for example in (repo / "spaces" / "examples").iterdir():
+        expected.add(f"hf_mlcls/space/files/examples/{example.name}")
+    assert expected <= names, sorted(expected - names)

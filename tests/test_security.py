@@ -401,7 +401,7 @@ def test_our_models_need_no_trust_remote_code_once_hf_mlcls_is_imported(saved, t
 
 # ============================================================================== the Space
 
-from test_space import APP, EXAMPLES, PATH_LIKE, app  # noqa: E402,F401  (the in-process app fixture)
+from helpers_space import APP, EXAMPLES, PATH_LIKE, app  # noqa: E402,F401  (the in-process app fixture)
 
 
 def test_space_refuses_other_file_types_and_large_files(app, tmp_path, monkeypatch):

@@ -4,18 +4,12 @@ gradio_client calls every endpoint; a headless Chromium (Playwright) uploads an 
 threshold, picks a label and checks the page; bad uploads and broken models become messages.
 """
 
-import importlib.util
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
-from collections import OrderedDict
 from configparser import ConfigParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,112 +18,40 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers_space import (  # noqa: F401  (app: the in-process app fixture)
+    APP,
+    CHROMIUM,
+    EXAMPLES,
+    LABELS,
+    PATH_LIKE,
+    REPO,
+    app,
+    app_env,
+    bomb_png,
+    free_port,
+    needs_gradio,
+    save_tiny_models,
+    snapshot,
+    start_app,
+    stop_app,
+)
 from PIL import Image
 
 from hf_mlcls import create_model
+from hf_mlcls.data.demo import DEMO_CLASSES
 
-gradio_client = pytest.importorskip("gradio_client", reason="the Space tests need gradio and gradio_client")
-pytest.importorskip("gradio", reason="the Space tests need gradio")
-
-REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "spaces" / "app.py"
-EXAMPLES = sorted((REPO / "spaces" / "examples").glob("*.jpg"))
-CHROMIUM = "/usr/bin/chromium"
-LABELS = {0: "cat", 1: "dog", 2: "car", 3: "tree", 4: "sky"}
 Q2L, MLD, ZSL, BROKEN, MISSING = "tiny-q2l (local)", "tiny-mld (local)", "tiny-zsl (local)", "broken (local)", \
     "missing (local)"
-# Absolute paths must never reach the page.
-PATH_LIKE = re.compile(r"(^|[\s'\"(])/(tmp|root|home|work|usr|var|etc)/")
 
 pytestmark = pytest.mark.timeout(400)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def save_tiny_models(root: Path) -> dict[str, Path]:
-    torch.manual_seed(0)
-    common = dict(backbone="test_resnet", image_size=64)
-    create_model("q2l-r101-448", hidden_dim=96, dim_feedforward=64, id2label=LABELS, **common).save_pretrained(
-        root / "tiny-q2l"
-    )
-    create_model(
-        "mldecoder-tresnetm-224", decoder_embedding=32, dim_feedforward=48, id2label=LABELS, num_groups=2, **common
-    ).save_pretrained(root / "tiny-mld")
-    zsl = create_model(
-        "mldecoder-tresnetm-zsl-224", decoder_embedding=32, dim_feedforward=48, label_embedding_dim=16, num_labels=3,
-        **common,
-    )
-    zsl.set_label_embeddings(torch.randn(3, 16), ["red", "green", "blue"])
-    zsl.save_pretrained(root / "tiny-zsl")
-    (root / "broken").mkdir()
-    (root / "broken" / "config.json").write_text("{ this is not json")
-    return {name: root / name for name in ("tiny-q2l", "tiny-mld", "tiny-zsl", "broken")}
-
-
-def snapshot(folder: Path, skip: tuple[Path, ...] = ()) -> dict[str, int]:
-    out = {}
-    for path in folder.rglob("*"):
-        if any(s == path or s in path.parents for s in skip):
-            continue
-        out[str(path.relative_to(folder))] = path.stat().st_mtime_ns if path.is_file() else -1
-    return out
-
-
-def app_env(root: Path, port: int, **extra: str) -> dict[str, str]:
-    """The environment of a Space served on 127.0.0.1:port, offline, writing under root/space_tmp and root/hf_home."""
-    return dict(
-        os.environ,
-        HF_MLCLS_SPACE_TMP=str(root / "space_tmp"),
-        HF_HOME=str(root / "hf_home"),
-        HF_HUB_OFFLINE="1",
-        GRADIO_ANALYTICS_ENABLED="False",
-        GRADIO_SERVER_NAME="127.0.0.1",
-        GRADIO_SERVER_PORT=str(port),
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-
-
-def start_app(argv: list[str], root: Path, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """``python *argv`` in root/cwd with its output in root/app.log, once its page answers: (process, url)."""
-    log_path = root / "app.log"
-    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, *argv], cwd=root / "cwd", env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
-    deadline = time.time() + timeout
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the app did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    """SIGTERM (the app's own clean shutdown), then a kill if it has not ended in 30 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     """`python spaces/app.py` in a fresh process, with tiny local models, on a free localhost port."""
+    needs_gradio()
+    import gradio_client
+
     root = tmp_path_factory.mktemp("space")
     models = save_tiny_models(root / "models")
     for name in ("cwd", "space_tmp", "hf_home", "client"):
@@ -142,20 +64,37 @@ def space(tmp_path_factory):
         HF_MLCLS_MAX_UPLOAD_MB="2",
     )
     before = snapshot(root, skip=(root / "space_tmp", root / "hf_home", root / "client"))
-    # Started now so that it imports its libraries while the server does (see test_app_runs_without_hf_mlcls).
-    no_package = start_without_package(tmp_path_factory.mktemp("no_package"), models)
     proc, url = start_app([str(APP)], root, env)
 
     def stop():
         stop_app(proc)
 
     client = gradio_client.Client(url, verbose=False, download_files=str(root / "client"), analytics_enabled=False)
-    yield SimpleNamespace(url=url, root=root, models=models, client=client, proc=proc, stop=stop, before=before,
-                          no_package=no_package)
+    yield SimpleNamespace(url=url, root=root, models=models, client=client, proc=proc, stop=stop, before=before)
     stop()
-    if no_package.poll() is None:
-        no_package.kill()
-        no_package.communicate()
+
+
+def save_tiny_demo_model(folder: Path) -> Path:
+    """A tiny Query2Label with the demo set's labels (digit names) and its 64-px input, like outputs/demo."""
+    torch.manual_seed(0)
+    create_model("q2l-r101-448", backbone="test_resnet", image_size=64, hidden_dim=96, dim_feedforward=64,
+                 id2label=dict(enumerate(DEMO_CLASSES))).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo_space(tmp_path_factory):
+    """The app as a user first meets it: no HF_MLCLS_MODELS, started where `outputs/demo` holds a model."""
+    needs_gradio()
+    root = tmp_path_factory.mktemp("demo_space")
+    for name in ("cwd", "space_tmp", "hf_home"):
+        (root / name).mkdir()
+    save_tiny_demo_model(root / "cwd" / "outputs" / "demo")
+    env = app_env(root, free_port())
+    env.pop("HF_MLCLS_MODELS", None)
+    proc, url = start_app([str(APP)], root, env)
+    yield SimpleNamespace(url=url, root=root, proc=proc)
+    stop_app(proc)
 
 
 def assert_clean(text):
@@ -189,11 +128,14 @@ def test_every_endpoint(space):
     assert len(label_dd["choices"]) == 5 and label_dd["value"] == label_dd["choices"][0][1]
     with Image.open(overlay) as img:
         width, height = img.size
-    assert max(width, height) <= 640 and abs(width / height - 384 / 288) < 0.02
+    assert max(width, height) == 640 and abs(width / height - 384 / 288) < 0.02  # the display size
     assert "Where the query of" in caption
     assert table["headers"] == ["image", "rank", "label", "score", "predicted"] and len(table["data"]) == 10
+    # the CSV is `hf-mlcls predict -o x.csv`'s: image,label,score for each label at or above the threshold
     rows = Path(csv_file).read_text().splitlines()
-    assert rows[0] == "image,rank,label,score,predicted" and len(rows) == 1 + 2 * 5
+    assert rows[0] == "image,label,score"
+    expected = [f"{r[0]},{r[2]}" for r in table["data"] if r[4] in (True, "true", "True")]
+    assert [",".join(r.split(",")[:2]) for r in rows[1:]] == expected
     results = json.loads(Path(json_file).read_text())
     assert results["threshold"] == 0.5 and [r["image"] for r in results["images"]] == [p.name for p in EXAMPLES[:2]]
     assert set(results["images"][0]["scores"]) == set(LABELS.values())
@@ -203,8 +145,12 @@ def test_every_endpoint(space):
     assert len(bars["confidences"]) == 2 and "5 label(s)" in predicted and EXAMPLES[1].name in predicted
     assert len(table["data"]) == 4
     assert len(json.loads(Path(json_file).read_text())["images"][1]["predicted"]) == 5
-    _, predicted, *_ = c.predict(0, 1.0, 5, api_name="/update_scores")
+    assert len(Path(csv_file).read_text().splitlines()) == 1 + 2 * 5  # every label reaches 0
+    _, predicted, _, _, csv_file, _ = c.predict(0, 1.0, 5, api_name="/update_scores")
     assert "no label reaches 1.00" in predicted
+    # an image with no label at the threshold still has its row, with an empty label (as predict writes it)
+    assert Path(csv_file).read_text().splitlines() == ["image,label,score", f"{EXAMPLES[0].name},,",
+                                                       f"{EXAMPLES[1].name},,"]
 
     bars, predicted, label_dd, overlay, caption = c.predict(1, 2, 0.5, 5, api_name="/change_image")
     assert EXAMPLES[1].name in predicted and label_dd["value"] == 2 and "**car**" in caption
@@ -214,6 +160,9 @@ def test_every_endpoint(space):
     out = c.predict(0, MLD, 0.5, 5, api_name="/classify_example")
     assert f"Classified 1 image(s) with {MLD}" in out[0]
     assert "2 group queries of 3 labels" in out[7]
+    for index in (-1, -3, 3, 99):  # the model's examples are 0..2: anything else is refused, never wrapped around
+        out = c.predict(index, Q2L, 0.5, 5, api_name="/classify_example")
+        assert "Unknown example" in out[0] and "Classified" not in out[0], (index, out[0])
 
     from gradio_client import handle_file
 
@@ -224,26 +173,6 @@ def test_every_endpoint(space):
     assert_clean(text)
     if not scores.get("confidences"):
         assert "set_label_names" in text
-
-
-def png_bytes(size=(8, 8)) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 200, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def bomb_png(path: Path, width=30000, height=30000):
-    """A valid PNG header claiming 900 megapixels (the pixel data is a few bytes): a decompression bomb."""
-    import struct
-    import zlib
-
-    data = bytearray(png_bytes())
-    ihdr = struct.pack(">II", width, height) + data[24:29]
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    path.write_bytes(bytes(data))
 
 
 def test_bad_inputs_are_messages_and_the_app_keeps_serving(space, tmp_path):
@@ -284,19 +213,43 @@ def test_bad_inputs_are_messages_and_the_app_keeps_serving(space, tmp_path):
     assert "Classified 1 image(s)" in classify(space, EXAMPLES[:1])[0]  # still serving
 
 
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]
+SHOTS = REPO / "test-output"
+
+
+def open_page(p, url):
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60000)
+    return browser, page
+
+
+def assert_attention_fills_its_panel(page):
+    """The overlay is served at display size and drawn over most of the panel, not as a thumbnail in a corner."""
+    image = page.locator("#attention img")
+    image.wait_for(timeout=15000)
+    page.wait_for_function("document.querySelector('#attention img').naturalWidth > 0", timeout=15000)
+    natural = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert max(natural) == 640, natural
+    drawn = image.bounding_box()
+    panel = page.locator("#attention").bounding_box()
+    # the panel is 360 px high with its label inside: the drawn image takes most of that height (or the width)
+    assert drawn["height"] >= 0.75 * panel["height"] or drawn["width"] >= 0.9 * panel["width"], (drawn, panel)
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
 def test_browser_upload_threshold_and_attention(space):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
-    out_dir = REPO / "test-output"
-    out_dir.mkdir(exist_ok=True)
+    SHOTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser, page = open_page(p, space.url)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(space.url)
-            page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30000)
+            # the scene drawings are this model's examples (its labels include car, tree and sky)
+            page.locator("#examples img").first.wait_for(timeout=30000)
+            sources = page.locator("#examples img").evaluate_all("imgs => imgs.map(i => i.src)")
+            assert sources and all(re.search(r"(beach|park|street)\.jpg", s) for s in sources), sources
             page.locator("#upload input[type=file]").set_input_files(str(EXAMPLES[0]))
             status = page.locator("#status")
             status.get_by_text("Classified 1 image(s)").wait_for(timeout=30000)
@@ -305,6 +258,9 @@ def test_browser_upload_threshold_and_attention(space):
                 scores.get_by_text(label, exact=True).wait_for(timeout=10000)
             predicted = page.locator("#predicted")
             assert "0.50" in predicted.inner_text()
+            # the downloads are in view without opening anything
+            page.locator('#csv a[download="hf_mlcls_results.csv"]').wait_for(state="visible", timeout=15000)
+            assert page.locator('#json a[download="hf_mlcls_results.json"]').is_visible()
 
             # Move the threshold to 0.95 with its number box, as a person typing would.
             box = page.locator("#threshold input[type=number]")
@@ -319,12 +275,40 @@ def test_browser_upload_threshold_and_attention(space):
             caption = page.locator("#attention-caption")
             caption.get_by_text("dog", exact=True).wait_for(timeout=15000)
             assert "Where the query of dog looked" in caption.inner_text()
-            page.locator("#attention img").wait_for(timeout=10000)
+            assert_attention_fills_its_panel(page)
             assert "Something went wrong" not in status.inner_text()
-            page.screenshot(path=str(out_dir / "space.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / "space.png"), full_page=True)
         finally:
             browser.close()
-    assert (out_dir / "space.png").stat().st_size > 10_000
+    assert (SHOTS / "space.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+def test_browser_first_visit_without_settings_opens_the_demo_model(demo_space):
+    """No HF_MLCLS_MODELS, offline: the page opens on outputs/demo, offers digit mosaics as examples, and a
+    click on one classifies it with its 64-px attention map enlarged over the panel; downloads in view."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    SHOTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser, page = open_page(p, demo_space.url)
+        try:
+            info = page.locator("#model-info")
+            info.get_by_text("10 labels", exact=False).wait_for(timeout=60000)
+            assert "demo (local)" in info.inner_text() and "Query2Label" in info.inner_text()
+            examples = page.locator("#examples img")
+            examples.first.wait_for(timeout=30000)
+            page.wait_for_function(
+                "[...document.querySelectorAll('#examples img')].every(i => i.src.includes('digits-'))", timeout=30000)
+            assert examples.count() == 3
+            examples.first.click()
+            status = page.locator("#status")
+            status.get_by_text("Classified 1 image(s) with demo (local)").wait_for(timeout=60000)
+            page.locator('#csv a[download="hf_mlcls_results.csv"]').wait_for(state="visible", timeout=15000)
+            assert_attention_fills_its_panel(page)
+            page.screenshot(path=str(SHOTS / "space-demo.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (SHOTS / "space-demo.png").stat().st_size > 10_000
 
 
 def test_writes_only_in_its_temp_folder_and_cleans_it(space):
@@ -342,28 +326,6 @@ def test_writes_only_in_its_temp_folder_and_cleans_it(space):
 
 
 # ----------------------------------------------------------------------------- in-process pieces
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """spaces/app.py imported as a module (no server), its temporary folder under tmp."""
-    root = tmp_path_factory.mktemp("inproc")
-    saved_env = {k: os.environ.get(k) for k in ("HF_MLCLS_SPACE_TMP", "GRADIO_TEMP_DIR")}
-    os.environ["HF_MLCLS_SPACE_TMP"] = str(root)
-    try:
-        spec = importlib.util.spec_from_file_location("hf_mlcls_space_app", APP)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    module.models = save_tiny_models(root / "models")
-    module.STORE = module.ModelStore(OrderedDict((f"{k} (local)", str(v)) for k, v in module.models.items()))
-    return module
 
 
 def test_image_guards(app, tmp_path):
@@ -413,40 +375,95 @@ def test_zero_shot_tab_with_typed_label_names(app, monkeypatch):
     assert "Type one or more label names" in text
 
 
-NO_PACKAGE = textwrap.dedent(
-    """
-    import importlib.util, sys
-    from collections import OrderedDict
-    sys.modules["hf_mlcls"] = None  # deployed without the package: the model folders' own code is used
-    spec = importlib.util.spec_from_file_location("app", sys.argv[1])
-    app = importlib.util.module_from_spec(spec)
-    sys.modules["app"] = app
-    spec.loader.exec_module(app)
-    assert not app.HAVE_PACKAGE
-    app.STORE = app.ModelStore(OrderedDict([("q2l", sys.argv[2]), ("mld", sys.argv[3])]))
-    for name in ("q2l", "mld"):
-        out = app.classify([sys.argv[4]], name, 0.5, 5)
-        assert "Classified 1 image(s)" in out[1], out[1]
-        assert "transformers_modules" in type(app.STORE.get(name).model).__module__
-    print("ok")
-    """
-)
+def test_small_images_get_an_overlay_at_display_size(app, tmp_path, monkeypatch):
+    """A 64-px demo mosaic's attention map is drawn at the panel's size (640 px), not as a 64-px thumbnail."""
+    grid = np.arange(16, dtype=np.float32).reshape(4, 4)
+    assert app.render.attention_overlay(Image.new("RGB", (64, 64)), grid).size == (640, 640)
+    assert app.render.attention_overlay(Image.new("RGB", (1024, 768)), grid).size == (640, 480)
+    assert app.render.attention_overlay(Image.new("RGB", (48, 96)), grid).size == (320, 640)
+    models = dict(app.STORE.sources, **{"demo (local)": str(save_tiny_demo_model(tmp_path / "demo"))})
+    monkeypatch.setattr(app, "STORE", app.ModelStore(models))
+    mosaic = sorted((REPO / "spaces" / "examples").glob("digits-*.png"))[0]
+    out = app.classify([str(mosaic)], "demo (local)", 0.5, 5)
+    assert "Classified 1 image(s)" in out[1], out[1]
+    with Image.open(out[7]) as overlay:
+        assert overlay.size == (640, 640)
 
 
-def start_without_package(folder: Path, models: dict[str, Path]) -> subprocess.Popen:
-    script = folder / "run.py"
-    script.write_text(NO_PACKAGE)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(folder / "hf_home"), HF_MLCLS_SPACE_TMP=str(folder),
-               GRADIO_ANALYTICS_ENABLED="False")
-    return subprocess.Popen([sys.executable, str(script), str(APP), str(models["tiny-q2l"]), str(models["tiny-mld"]),
-                             str(EXAMPLES[0])], env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def test_examples_fit_the_model(app, tmp_path, monkeypatch):
+    models = dict(app.STORE.sources, **{"demo (local)": str(save_tiny_demo_model(tmp_path / "demo"))})
+    monkeypatch.setattr(app, "STORE", app.ModelStore(models))
+    digits = [p.name for p in app.example_files("demo (local)")]
+    assert len(digits) == 3 and all(re.fullmatch(r"digits-\d\.png", n) for n in digits), digits
+    manifest = json.loads((REPO / "spaces" / "examples" / "examples.json").read_text())
+    for name in digits:  # each mosaic shows digits only
+        assert set(manifest["images"][name]) <= set(DEMO_CLASSES)
+    # car, tree, sky: the drawn scenes; a zero-shot model's colours match nothing: the default scenes
+    assert [p.name for p in app.example_files("tiny-q2l (local)")] == ["beach.jpg", "park.jpg", "street.jpg"]
+    assert [p.name for p in app.example_files("tiny-zsl (local)")] == ["beach.jpg", "park.jpg", "street.jpg"]
+    out = app.classify_example(0, "demo (local)", 0.5, 5)
+    assert "Classified 1 image(s)" in out[1] and out[0]["names"] == [digits[0]]
+    for index in (-1, 3, "x", None):
+        out = app.classify_example(index, "demo (local)", 0.5, 5)
+        assert "Unknown example" in out[1] and not out[0]["scores"], index
 
 
-def test_app_runs_without_hf_mlcls_installed(space):
-    """Deployed with neither the package source nor PyPI's hf_mlcls, the app uses the models' remote code."""
-    stdout, stderr = space.no_package.communicate(timeout=300)
-    assert space.no_package.returncode == 0 and "ok" in stdout, stderr[-3000:]
+def test_without_a_model_list_it_opens_outputs_demo_or_says_how_to_name_one(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_MLCLS_MODELS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert not (REPO / "spaces" / "models.txt").exists()
+    assert app.model_sources() == {}  # no Hub ids that may not exist
+    monkeypatch.setattr(app, "STORE", app.ModelStore(app.model_sources()))
+    hint = app.load_model_info(None)
+    assert hint.count("\n") == 0 and "HF_MLCLS_MODELS=outputs/demo python spaces/app.py" in hint
+    assert "HF_MLCLS_MODELS=outputs/demo python spaces/app.py" in app.classify([str(EXAMPLES[0])], None, 0.5, 5)[1]
+    save_tiny_demo_model(tmp_path / "outputs" / "demo")
+    sources = app.model_sources()
+    assert sources == {"demo (local)": str(tmp_path / "outputs" / "demo")}
+    monkeypatch.setattr(app, "STORE", app.ModelStore(sources))
+    assert "10 labels" in app.load_model_info("demo (local)")  # loads offline (HF_HUB_OFFLINE=1 in conftest)
+
+
+def test_display_uses_the_processors_to_rgb_and_inference_its_pixel_values(app, tmp_path, monkeypatch):
+    """The model's image processor owns preprocessing; the app converts for display with its `to_rgb` if any."""
+    Image.new("RGBA", (30, 20), (0, 0, 0, 0)).save(tmp_path / "alpha.png")
+
+    class Processor:
+        def to_rgb(self, img):
+            return Image.new("RGB", img.size, (1, 2, 3))
+
+    assert app.load_image(str(tmp_path / "alpha.png"), processor=Processor()).getpixel((0, 0)) == (1, 2, 3)
+    assert app.load_image(str(tmp_path / "alpha.png"), processor=object()).getpixel((0, 0)) == (255, 255, 255)
+    loaded = app.STORE.get("tiny-q2l (local)")
+    calls = []
+    processor = loaded.processor
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(processor, name)
+
+        def __call__(self, images=None, **kwargs):
+            calls.append(len(images))
+            return processor(images=images, **kwargs)
+
+    monkeypatch.setattr(loaded, "processor", Spy())
+    out = app.classify([str(EXAMPLES[0]), str(EXAMPLES[1])], "tiny-q2l (local)", 0.5, 5)
+    assert "Classified 2 image(s)" in out[1] and calls == [2]
+
+
+def test_app_without_the_package_says_so_in_one_line(tmp_path):
+    """The Space's logic is package code: without hf_mlcls, app.py stops with one line saying how to get it."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import runpy, sys
+        sys.modules["hf_mlcls"] = None  # not installed, not shipped beside app.py
+        runpy.run_path(sys.argv[1], run_name="__main__")
+    """))
+    done = subprocess.run([sys.executable, str(script), str(APP)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120, env=dict(os.environ, HF_MLCLS_SPACE_TMP=str(tmp_path)))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs the hf_mlcls package" in lines[0] and "deploy-space" in lines[0], done.stderr
 
 
 def test_space_metadata_and_requirements():

@@ -26,10 +26,7 @@ from pathlib import Path
 
 import pytest
 
-gradio_client = pytest.importorskip("gradio_client", reason="the Space tests need gradio and gradio_client")
-pytest.importorskip("gradio", reason="the Space tests need gradio")
-
-from test_space import APP, EXAMPLES, app_env, free_port, save_tiny_models, start_app, stop_app  # noqa: E402
+from helpers_space import APP, EXAMPLES, app_env, free_port, needs_gradio, save_tiny_models, start_app, stop_app
 
 REQUESTS = int(os.environ.get("HF_MLCLS_SPACE_LOAD_REQUESTS", "32"))
 CLIENTS = 8
@@ -82,6 +79,7 @@ def rss_mb(pid: int) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    needs_gradio()
     root = tmp_path_factory.mktemp("space_load")
     models = save_tiny_models(root / "models")
     for name in ("slow-run", "slow-load"):
@@ -102,17 +100,23 @@ def server(tmp_path_factory):
 
 
 def client(url, root, i):
+    import gradio_client
+
     folder = root / "client" / str(i)
     folder.mkdir(exist_ok=True)
     return gradio_client.Client(url, verbose=False, download_files=str(folder), analytics_enabled=False)
 
 
 def classify(c, image, model=Q2L):
-    return c.predict([gradio_client.handle_file(str(image))], model, 0.5, 5, api_name="/classify")
+    from gradio_client import handle_file
+
+    return c.predict([handle_file(str(image))], model, 0.5, 5, api_name="/classify")
 
 
 def submit(c, image, model=Q2L):
-    return c.submit([gradio_client.handle_file(str(image))], model, 0.5, 5, api_name="/classify")
+    from gradio_client import handle_file
+
+    return c.submit([handle_file(str(image))], model, 0.5, 5, api_name="/classify")
 
 
 def test_concurrent_clients_get_every_answer_with_stable_memory(server):

@@ -44,7 +44,7 @@ def load_model(name_or_path: str, device: str | None = None, **kwargs):
     truncated weights file, a config that is not JSON) raises :class:`ModelLoadError`
     (an ``OSError``) naming it, with the cause in one line.
     """
-    import hf_mlcls  # noqa: F401  (registers the model types)
+    import hf_mlcls  # noqa: F401  (its import hook registers the model types with the Auto classes)
     from safetensors import SafetensorError
     from transformers import AutoModelForImageClassification
 

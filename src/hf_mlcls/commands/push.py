@@ -10,7 +10,8 @@ def register(subparsers) -> None:
         "push",
         help="upload a saved model folder with a generated model card (one commit)",
         description=(
-            "Upload weights, config, image processor, remote code, a model card rendered from hub_cards/ "
+            "Upload weights, config, image processor, remote code, a model card rendered from the package's card "
+            "template (hf_mlcls/hub/templates/, or HF_MLCLS_CARD_TEMPLATES) "
             "and evaluation results to a Hub model repository, in one commit. With --dry-run DIR, write "
             "exactly that folder into DIR and upload nothing."
         ),

@@ -1,4 +1,4 @@
-"""`hf-mlcls deploy-space REPO_ID`: the Gradio Space in `spaces/` to a Hub Space repository in one commit."""
+"""`hf-mlcls deploy-space REPO_ID`: the Gradio Space (package data of `hf_mlcls.space`) to a Hub Space in one commit."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import argparse
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "deploy-space",
-        help="upload the Gradio demo Space (spaces/) to a Hub Space repository",
+        help="upload the Gradio demo Space (shipped inside the package) to a Hub Space repository",
         description=(
-            "Upload spaces/ (app.py, requirements.txt, README.md with the Space metadata, example images) "
-            "and, by default, the hf_mlcls package source beside app.py, to a Space repository (sdk gradio), "
+            "Upload the Space that ships inside the installed package (app.py, requirements.txt, README.md with "
+            "the Space metadata, example images; spaces/ in a checkout) and, by default, the hf_mlcls package "
+            "source beside app.py, to a Space repository (sdk gradio), "
             "in one commit. With --dry-run DIR, write exactly that folder into DIR and upload nothing."
         ),
     )

@@ -1,11 +1,18 @@
 """Draw the Space's example images (no downloads): `python spaces/make_examples.py`.
 
-Simple generated scenes, deterministic, a few KB each. They show how the app works; a model
-trained on photographs will not find much in drawings, so upload your own photos for real results.
+- Three drawn scenes (street, park, beach), deterministic, a few KB each. They show how the app works;
+  a model trained on photographs will not find much in drawings, so upload your own photos for real results.
+- Three digit mosaics from the demo set's validation split (`hf_mlcls.data.generate_demo_dataset`,
+  unseen handwriting; needs scikit-learn), for the demo model (`outputs/demo`).
+
+`examples/examples.json` records what each image shows; the app offers a model the examples that show
+one of its labels (see `hf_mlcls.space.examples`).
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +93,43 @@ def beach() -> Image.Image:
     return canvas.filter(ImageFilter.SMOOTH)
 
 
+SCENES = {
+    "beach.jpg": ["beach", "sea", "sky", "sun", "umbrella", "boat"],
+    "park.jpg": ["park", "tree", "grass", "sky", "sun", "bench", "dog"],
+    "street.jpg": ["street", "road", "building", "sky", "car"],
+}
+
+
+def digit_mosaics(count: int = 3) -> dict[str, list[str]]:
+    """The first `count` validation mosaics with two or more digits, saved as PNG: file name -> digit names."""
+    from hf_mlcls.data import generate_demo_dataset
+
+    shows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(generate_demo_dataset(str(Path(tmp) / "demo"), num_train=1, num_validation=40, seed=7))
+        coco = json.loads((folder / "annotations" / "instances_val2017.json").read_text())
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        labels: dict[int, list[str]] = {}
+        for ann in coco["annotations"]:
+            labels.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
+        for image in coco["images"]:
+            found = sorted(set(labels.get(image["id"], [])), key=list(names.values()).index)
+            if len(found) < 2:
+                continue
+            name = f"digits-{len(shows) + 1}.png"
+            Image.open(folder / "val2017" / image["file_name"]).convert("RGB").save(OUT / name, optimize=True)
+            shows[name] = found
+            if len(shows) == count:
+                break
+    return shows
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     for name, make in (("street", street), ("park", park), ("beach", beach)):
         make().save(OUT / f"{name}.jpg", quality=82, optimize=True)
+    manifest = {"images": dict(SCENES, **digit_mosaics()), "default": sorted(SCENES)}
+    (OUT / "examples.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
