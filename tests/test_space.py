@@ -131,9 +131,9 @@ def test_every_endpoint(space):
     assert max(width, height) == 640 and abs(width / height - 384 / 288) < 0.02  # the display size
     assert "Where the query of" in caption
     assert table["headers"] == ["image", "rank", "label", "score", "predicted"] and len(table["data"]) == 10
-    # the CSV is `hf-mlcls predict -o x.csv`'s: image,label,score for each label at or above the threshold
+    # the CSV is `hf-mlcls predict -o x.csv`'s: image,label,score,error for each label at or above the threshold
     rows = Path(csv_file).read_text().splitlines()
-    assert rows[0] == "image,label,score"
+    assert rows[0] == "image,label,score,error"
     expected = [f"{r[0]},{r[2]}" for r in table["data"] if r[4] in (True, "true", "True")]
     assert [",".join(r.split(",")[:2]) for r in rows[1:]] == expected
     results = json.loads(Path(json_file).read_text())
@@ -149,8 +149,8 @@ def test_every_endpoint(space):
     _, predicted, _, _, csv_file, _ = c.predict(0, 1.0, 5, api_name="/update_scores")
     assert "no label reaches 1.00" in predicted
     # an image with no label at the threshold still has its row, with an empty label (as predict writes it)
-    assert Path(csv_file).read_text().splitlines() == ["image,label,score", f"{EXAMPLES[0].name},,",
-                                                       f"{EXAMPLES[1].name},,"]
+    assert Path(csv_file).read_text().splitlines() == ["image,label,score,error", f"{EXAMPLES[0].name},,,",
+                                                       f"{EXAMPLES[1].name},,,"]
 
     bars, predicted, label_dd, overlay, caption = c.predict(1, 2, 0.5, 5, api_name="/change_image")
     assert EXAMPLES[1].name in predicted and label_dd["value"] == 2 and "**car**" in caption

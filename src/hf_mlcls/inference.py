@@ -19,6 +19,9 @@ from .data.transforms import transforms_from_image_processor
 
 logger = logging.getLogger(__name__)
 
+#: columns of the prediction CSV (`hf-mlcls predict -o x.csv`, the Space's download)
+CSV_COLUMNS = ["image", "label", "score", "error"]
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -161,7 +164,7 @@ def write_predictions(results: list[dict], output: str | None, fmt: str | None =
 
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["image", "label", "score", "error"])
+        writer.writerow(CSV_COLUMNS)
         for result in results:
             if result.get("error") or not result["labels"]:
                 writer.writerow([result["image"], "", "", result.get("error") or ""])

@@ -6,7 +6,6 @@ Everything goes under ``<tmp_root>/downloads/<random>/``; folders older than ten
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
@@ -18,9 +17,7 @@ from PIL import Image
 
 __all__ = ["CSV_COLUMNS", "image_file", "prune_downloads", "write_downloads"]
 
-# The columns of `hf-mlcls predict -o results.csv`: one row per image and label at or above the threshold;
-# an image with no such label gets one row with an empty label and score.
-CSV_COLUMNS = ["image", "label", "score"]
+from ..inference import CSV_COLUMNS, write_predictions  # the CSV of `hf-mlcls predict -o results.csv`, one writer
 
 
 def prune_downloads(tmp_root: Path, max_age_s: float = 600) -> None:
@@ -64,23 +61,18 @@ def write_downloads(tmp_root: Path, state: dict, threshold: float, top_k: int) -
         return None, None
     folder = _new_folder(tmp_root)
     csv_path, json_path = folder / "hf_mlcls_results.csv", folder / "hf_mlcls_results.json"
-    images = []
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for name, scores in zip(state["names"], state["scores"]):
-            order = np.argsort(-np.asarray(scores), kind="stable")
-            predicted = [j for j in order if scores[j] >= threshold]
-            for j in predicted:
-                writer.writerow([name, state["labels"][j], round(float(scores[j]), 6)])
-            if not predicted:
-                writer.writerow([name, "", ""])
-            images.append({
-                "image": name,
-                "predicted": [state["labels"][j] for j in predicted],
-                "top_k": [{"label": state["labels"][j], "score": round(float(scores[j]), 4)} for j in order[:top_k]],
-                "scores": {state["labels"][j]: round(float(scores[j]), 4) for j in range(len(scores))},
-            })
+    images, rows = [], []
+    for name, scores in zip(state["names"], state["scores"]):
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        predicted = [j for j in order if scores[j] >= threshold]
+        rows.append({"image": name, "labels": [{"label": state["labels"][j], "score": round(float(scores[j]), 6)} for j in predicted]})
+        images.append({
+            "image": name,
+            "predicted": [state["labels"][j] for j in predicted],
+            "top_k": [{"label": state["labels"][j], "score": round(float(scores[j]), 4)} for j in order[:top_k]],
+            "scores": {state["labels"][j]: round(float(scores[j]), 4) for j in range(len(scores))},
+        })
+    write_predictions(rows, str(csv_path), "csv")
     payload = {"model": state["model"], "threshold": threshold, "top_k": top_k, "images": images}
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     return str(csv_path), str(json_path)
