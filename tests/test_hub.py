@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard, constants
+from PIL import Image
 
 from hf_mlcls import create_model
 from hf_mlcls.cli import UserError, main
@@ -389,3 +390,18 @@ def test_wheel_carries_the_card_templates_and_the_space(tmp_path):
     for example in (repo / "spaces" / "examples").iterdir():
         expected.add(f"hf_mlcls/space/files/examples/{example.name}")
     assert expected <= names, sorted(expected - names)
+
+
+def test_cli_push_takes_the_eval_folder_with_its_figure_and_csv(saved, tmp_path):
+    """`hf-mlcls push` without --eval-json uploads what evaluate.py wrote into <model>/eval, as docs/hub.md says."""
+    import shutil
+
+    source = tmp_path / "model"
+    shutil.copytree(saved["q2l"], source)
+    (source / "eval").mkdir()
+    shutil.copy(eval_json(tmp_path / "metrics.json"), source / "eval" / "metrics.json")
+    (source / "eval" / "per_class_ap.csv").write_text("label,AP,positives\ncat,50.0,3\n")
+    Image.new("RGB", (8, 8)).save(source / "eval" / "evaluation.png")
+    out = tmp_path / "upload"
+    assert main(["push", str(source), "me/tiny", "--dry-run", str(out)]) == 0
+    assert {p.name for p in (out / "eval").iterdir()} >= {"evaluation.png", "per_class_ap.csv"}

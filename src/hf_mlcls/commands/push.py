@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         private=args.private,
         commit_message=args.commit_message,
         eval_json=args.eval_json,
-        eval_artifacts=args.eval_artifact,
+        eval_artifacts=args.eval_artifact or None,  # none named: the eval folder's own files
         license=args.license,
         datasets=args.dataset,
         base_model=args.base_model,
