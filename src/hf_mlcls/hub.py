@@ -9,7 +9,7 @@
 - `deploy_space(repo_id, ...)`: the Gradio Space in `spaces/` in one commit.
 
 Every failure a user can fix (missing token, offline, unreachable Hub, bad folder) raises
-`hf_mlcls.cli.UserError` with one readable sentence.
+`hf_mlcls.errors.UserError` with one readable sentence.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .cli import UserError
+from .errors import UserError
 
 __all__ = [
     "CARD_METRICS",

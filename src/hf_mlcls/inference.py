@@ -13,17 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cli import UserError
-from .data.images import ImageOpenError, open_rgb
+from .data.images import open_rgb
 from .data.transforms import transforms_from_image_processor
+from .errors import ImageOpenError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class ModelLoadError(UserError, OSError):
-    """A model folder or Hub id that cannot be loaded; the message names it and says why."""
 
 
 def _check_device(device: str) -> None:

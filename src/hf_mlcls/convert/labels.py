@@ -14,7 +14,7 @@ import logging
 import os
 from collections import Counter
 
-from ..cli import UserError
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import PIL.Image
 
+from ..errors import ImageOpenError
+
 __all__ = [
     "VERIFY_LEVELS",
     "ImageOpenError",
@@ -31,10 +33,6 @@ __all__ = [
 VERIFY_LEVELS = ("none", "exists", "header", "decode")
 
 ImageLike = Union[PIL.Image.Image, str, os.PathLike, bytes, dict]
-
-
-class ImageOpenError(OSError):
-    """An image could not be read; the message names the file."""
 
 
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
