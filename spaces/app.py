@@ -209,7 +209,7 @@ class ModelStore:
             raise UserFacingError(f"Could not load model **{name}**: its folder does not exist. Pick another model.")
         try:
             model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=not HAVE_PACKAGE)
-            processor = AutoImageProcessor.from_pretrained(source)
+            processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=not HAVE_PACKAGE)
         except Exception as err:  # anything: missing, offline, corrupt weights, wrong format
             detail = scrub(str(err).strip().splitlines()[0] if str(err).strip() else "")[:200]
             raise UserFacingError(
@@ -263,6 +263,10 @@ def load_image(path: str | None, name: str | None = None) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    if HAVE_PACKAGE:  # the models' own decoding policy: the pixels `hf-mlcls predict` and the pipeline see
+        from hf_mlcls.models.image_processing_multilabel import to_rgb
+
+        return to_rgb(img)
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(img, dtype=np.float32)
         top = float(array.max()) or 1.0

@@ -1,10 +1,10 @@
 """hf_mlcls: Query2Label and ML-Decoder multi-label image classification for the Hugging Face ecosystem.
 
-Importing the package registers both model types with `AutoConfig`, `AutoModel` and
-`AutoModelForImageClassification`.
+Importing the package registers both model types with `AutoConfig`, `AutoModel`,
+`AutoModelForImageClassification` and `AutoImageProcessor` (`MultiLabelImageProcessor`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .models import (
     AsymmetricLoss,
@@ -12,6 +12,7 @@ from .models import (
     MLDecoderForImageClassification,
     MLDecoderModel,
     MultiLabelClassifierOutput,
+    MultiLabelImageProcessor,
     MultiLabelModelOutput,
     Query2LabelConfig,
     Query2LabelForImageClassification,
@@ -30,6 +31,9 @@ def _register() -> None:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, base, exist_ok=True)
         AutoModelForImageClassification.register(config_class, classifier, exist_ok=True)
+        # one class whichever backend is asked for: it decodes and resizes with PIL itself
+        processors = {"pil": MultiLabelImageProcessor, "torchvision": MultiLabelImageProcessor}
+        AutoImageProcessor.register(config_class, image_processor_classes=processors, exist_ok=True)
 
 
 _register()
@@ -40,6 +44,7 @@ __all__ = [
     "MLDecoderForImageClassification",
     "MLDecoderModel",
     "MultiLabelClassifierOutput",
+    "MultiLabelImageProcessor",
     "MultiLabelModelOutput",
     "Query2LabelConfig",
     "Query2LabelForImageClassification",

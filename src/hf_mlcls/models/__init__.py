@@ -2,6 +2,7 @@
 
 from .configuration_ml_decoder import MLDecoderConfig
 from .configuration_query2label import Query2LabelConfig
+from .image_processing_multilabel import MultiLabelImageProcessor
 from .losses import AsymmetricLoss
 from .modeling_common import MultiLabelClassifierOutput, MultiLabelModelOutput
 from .modeling_ml_decoder import MLDecoderForImageClassification, MLDecoderModel
@@ -13,6 +14,7 @@ __all__ = [
     "MLDecoderForImageClassification",
     "MLDecoderModel",
     "MultiLabelClassifierOutput",
+    "MultiLabelImageProcessor",
     "MultiLabelModelOutput",
     "Query2LabelConfig",
     "Query2LabelForImageClassification",

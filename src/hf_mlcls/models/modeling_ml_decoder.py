@@ -32,6 +32,7 @@ class MLDecoderPreTrainedModel(MultiLabelPreTrainedModel):
         "AutoConfig": "configuration_ml_decoder.MLDecoderConfig",
         "AutoModel": "modeling_ml_decoder.MLDecoderModel",
         "AutoModelForImageClassification": "modeling_ml_decoder.MLDecoderForImageClassification",
+        "AutoImageProcessor": "image_processing_multilabel.MultiLabelImageProcessor",
     }
 
 
