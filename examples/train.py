@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=eval_set,
         data_collator=MultiLabelCollator(),
         compute_metrics=compute_zsl_metrics if held_out else compute_metrics,
-        processing_class=processor,
+        # no processing_class: model.save_pretrained writes the image processor itself (the Trainer would write it again)
         callbacks=callbacks,
         recipe=recipe,
         eval_label_sets=label_sets or None,

@@ -34,10 +34,16 @@ def test_float_and_int_modes():
     assert np.asarray(open_rgb(small)).max() == 100
 
 
-def test_alpha_dropped_like_pil_convert(tmp_path):
+def test_alpha_is_composited_on_white(tmp_path):
     path = write_image(str(tmp_path / "a.png"), "rgba", seed=5)
-    expected = np.asarray(PIL.Image.open(path).convert("RGB"))
-    np.testing.assert_array_equal(np.asarray(open_rgb(path)), expected)
+    rgba = np.asarray(PIL.Image.open(path)).astype(np.float64)
+    alpha = rgba[..., 3:] / 255
+    expected = rgba[..., :3] * alpha + 255 * (1 - alpha)
+    got = np.asarray(open_rgb(path)).astype(np.float64)
+    assert np.abs(got - expected).max() <= 1  # PIL's integer rounding
+    opaque, clear = alpha[..., 0] == 1, alpha[..., 0] == 0
+    np.testing.assert_array_equal(got[opaque], rgba[..., :3][opaque])
+    assert (got[clear] == 255).all()
 
 
 def test_sources_bytes_and_storage_dict(tmp_path):

@@ -824,3 +824,35 @@ def test_train_script_with_nothing_to_do_says_so(train_script, tmp_path):
     with pytest.raises(SystemExit, match=r"^train\.py: nothing to do: pass --do_train true and/or --do_eval true"):
         train_script.main(["--dataset", "demo", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- the errors module
+
+
+def test_exception_types_live_in_hf_mlcls_errors_and_the_library_never_imports_the_cli():
+    import subprocess
+    import sys
+
+    from hf_mlcls import cli, convert, data, errors, inference
+
+    assert cli.UserError is errors.UserError  # the old import still works and names the same class
+    assert inference.ModelLoadError is errors.ModelLoadError and issubclass(errors.ModelLoadError, errors.UserError)
+    assert convert.ConversionError is errors.ConversionError and data.ImageOpenError is errors.ImageOpenError
+    assert data.DatasetLayoutError is errors.DatasetLayoutError
+    src = os.path.join(os.path.dirname(errors.__file__))
+    entry_points = {"cli.py", "__main__.py"}  # the command line itself
+    importers = []
+    for root, _, files in os.walk(src):
+        for name in files:
+            if name.endswith(".py") and name not in entry_points:
+                text = open(os.path.join(root, name), encoding="utf-8").read()
+                if re.search(r"^\s*(from\s+\.+cli\s+import|from\s+hf_mlcls\.cli\s+import|import\s+hf_mlcls\.cli)", text, re.M):
+                    importers.append(os.path.relpath(os.path.join(root, name), src))
+    assert not importers, f"library modules import the CLI: {importers}"
+    script = (
+        "import sys, hf_mlcls.inference, hf_mlcls.convert, hf_mlcls.data, hf_mlcls.training\n"
+        "loaded = sorted(m for m in sys.modules if m == 'hf_mlcls.cli' or m.startswith('hf_mlcls.commands'))\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -297,6 +297,43 @@ def test_label_names_change_the_number_and_order_of_outputs(tmp_path):
         hf_mlcls.create_model("mldecoder-tresnetm-224", num_labels=2, **TINY).model.set_label_names(["a", "b"])
 
 
+def test_use_label_names_swaps_the_label_set_for_the_block_only(tmp_path):
+    glove = write_glove(tmp_path / "glove.txt")
+    model = tiny_zsl(4).eval()
+    x = torch.rand(2, 3, 32, 32)
+    model.set_label_names(["cat", "dog"], text_encoder=str(glove))
+    before = model(x).logits
+    buffer, encoder = model.model.label_embeddings, model.config.text_encoder
+    with model.use_label_names(["sky", "traffic light", "cat"]) as swapped:
+        assert swapped is model and model.config.id2label == {0: "sky", 1: "traffic light", 2: "cat"}
+        inside = model(x).logits
+        assert inside.shape == (2, 3)
+        torch.testing.assert_close(inside[:, 2], before[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x).logits, before, atol=0, rtol=0)
+    assert model.model.label_embeddings is buffer  # the very tensor: a wrapper holding the buffers stays valid
+    assert model.config.id2label == {0: "cat", 1: "dog"} and model.config.label2id == {"cat": 0, "dog": 1}
+    assert model.config.text_encoder == encoder and model.classifier.num_labels == 2
+    # given embeddings, on exception too
+    with pytest.raises(RuntimeError, match="inside"):
+        with model.use_label_names(["a", "b", "c"], embeddings=torch.randn(3, 4)):
+            assert model(x).logits.shape == (2, 3)
+            raise RuntimeError("inside")
+    assert model.model.label_embeddings is buffer and model.config.id2label == {0: "cat", 1: "dog"}
+    # bad arguments leave the model as it was
+    for kwargs, match in (
+        (dict(names=["a", "a"], embeddings=torch.randn(2, 4)), "distinct"),
+        (dict(names=["a", "b"], embeddings=torch.randn(2, 5)), "shape"),
+        (dict(names=["a", "b"], embeddings=torch.randn(2, 4), text_encoder=str(glove)), "not both"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            with model.use_label_names(**kwargs):
+                pass
+        assert model.model.label_embeddings is buffer and model.classifier.num_labels == 2
+    with pytest.raises(ValueError, match="zero-shot"):
+        with hf_mlcls.create_model("mldecoder-tresnetm-224", num_labels=2, **TINY).use_label_names(["a", "b"]):
+            pass
+
+
 @needs_minilm
 def test_packaged_minilm_is_deterministic_and_cached(tmp_path):
     names = ["zero", "traffic light", "a dog on a beach"]

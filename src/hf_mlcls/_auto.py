@@ -68,7 +68,10 @@ def _register_processors() -> None:
     from .models.configuration_query2label import Query2LabelConfig
 
     for config_class in (Query2LabelConfig, MLDecoderConfig):
-        AutoImageProcessor.register(config_class, slow_image_processor_class=MultiLabelImageProcessor, exist_ok=True)
+        AutoImageProcessor.register(
+            config_class, image_processor_classes={"pil": MultiLabelImageProcessor, "torchvision": MultiLabelImageProcessor},
+            exist_ok=True,
+        )
 
 
 # registration -> (function, the Auto module whose import triggers it, the modules it imports)

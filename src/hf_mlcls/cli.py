@@ -14,10 +14,7 @@ import pkgutil
 import sys
 
 from . import commands
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
+from .errors import UserError  # noqa: F401  (hf_mlcls.cli.UserError: the same class, kept importable)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .cli import UserError
-from .data.images import ImageOpenError, open_rgb
+from .data.images import open_rgb
 from .progress import progress as show_progress
 from .data.transforms import transforms_from_image_processor
+from .errors import ImageOpenError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +23,6 @@ logger = logging.getLogger(__name__)
 CSV_COLUMNS = ["image", "label", "score", "error"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class ModelLoadError(UserError, OSError):
-    """A model folder or Hub id that cannot be loaded; the message names it and says why."""
 
 
 def _check_device(device: str) -> None:
@@ -102,15 +98,20 @@ def find_images(inputs: Iterable[str]) -> list[str]:
 
 @torch.no_grad()
 def predict_probabilities(model, images: Sequence, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
-    """Sigmoid scores (N, C) for PIL images or paths; images that cannot be read raise ImageOpenError."""
+    """Sigmoid scores (N, C) for PIL images or paths; images that cannot be read raise ImageOpenError.
+
+    Pixels come from the model's image processor (``model.build_image_processor()``, the one
+    ``pipeline`` and the Space use): decoded by its ``to_rgb``, resized and normalised.
+    """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    transform = transforms_from_image_processor(model.build_image_processor(), train=False)
+    processor = model.build_image_processor()
     device = next(model.parameters()).device
     outputs = []
     batches = range(0, len(images), batch_size)
     for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
-        batch = torch.stack([transform(open_rgb(image)) for image in images[start : start + batch_size]])
+        # open_rgb names an unreadable file; it decodes with the processor's own to_rgb
+        batch = torch.stack([processor.pixel_values(open_rgb(image)) for image in images[start : start + batch_size]])
         logits = model(batch.to(device)).logits.float()
         if getattr(model.config, "problem_type", None) == "single_label_classification":
             outputs.append(logits.softmax(-1).cpu())
@@ -182,7 +183,10 @@ def write_predictions(results: list[dict], output: str | None, fmt: str | None =
 
 @torch.no_grad()
 def score_dataset(model, dataset, batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, targets) of a `load_multilabel_dataset` split: sigmoid scores and multi-hot targets (-1 unknown)."""
+    """(scores, targets) of a `load_multilabel_dataset` split: sigmoid scores and multi-hot targets (-1 unknown).
+
+    The images go through the eval transform of the model's image processor, which gives the processor's own
+    ``pixel_values`` (and, unlike the processor, can run in DataLoader workers)."""
     from .data import MultiLabelCollator, apply_transforms
 
     transform = transforms_from_image_processor(model.build_image_processor(), train=False)

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,16 +152,6 @@ def _swap_weights(a: nn.Module, b: nn.Module) -> None:
             ta.data, tb.data = tb.data, ta.data
 
 
-def _put_label_set(model: nn.Module, embeddings: torch.Tensor, names: list[str], copy: bool = True) -> None:
-    """A zero-shot ML-Decoder's label set, in the dtype and device of the buffer it replaces (checked at init)."""
-    current = model.model.label_embeddings
-    embeddings = embeddings.to(device=current.device, dtype=current.dtype)  # itself when they match
-    model.model.label_embeddings = embeddings.clone() if copy else embeddings
-    model.config.id2label = dict(enumerate(names))
-    model.config.label2id = {name: i for i, name in enumerate(names)}
-    model.classifier.num_labels = len(names)
-
-
 class MultiLabelTrainer(Trainer):
     """`Trainer` with the weights' EMA evaluated and saved beside the raw weights.
 
@@ -231,7 +221,7 @@ class MultiLabelTrainer(Trainer):
     # ---- zero-shot label sets --------------------------------------------------------------
     def _check_label_sets(self) -> None:
         config = self.model.config
-        if not getattr(config, "zero_shot", False) or not hasattr(self.model, "set_label_embeddings"):
+        if not getattr(config, "zero_shot", False) or not hasattr(self.model, "use_label_names"):
             raise ValueError("eval_label_sets needs a zero-shot ML-Decoder (config.zero_shot=True)")
         if not isinstance(self.eval_dataset, Mapping):
             raise ValueError("eval_label_sets needs eval_dataset as a dict {name: dataset} with the same names")
@@ -259,17 +249,10 @@ class MultiLabelTrainer(Trainer):
             yield
             return
         models = [self.model] + ([self.ema.module] if self.ema is not None else [])
-        saved = []
-        for m in models:
-            config = m.config
-            saved.append((m, m.model.label_embeddings, [config.id2label[i] for i in range(config.num_labels)]))
-        try:
+        with ExitStack() as stack:  # each model restores its own label set on exit (the very buffer tensor)
             for m in models:
-                _put_label_set(m, label_set.embeddings, label_set.names)
+                stack.enter_context(m.use_label_names(label_set.names, embeddings=label_set.embeddings))
             yield
-        finally:
-            for m, embeddings, names in saved:
-                _put_label_set(m, embeddings, names, copy=False)  # the very tensor object: DDP's buffer list stays valid
 
     def _evaluate_label_sets(self, eval_dataset, ignore_keys, metric_key_prefix, label_set):
         target = self.eval_dataset if eval_dataset is None else eval_dataset

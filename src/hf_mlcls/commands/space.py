@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
     if models is not None and not models:
-        from ..cli import UserError
+        from ..errors import UserError
 
         raise UserError(f"--models {args.models!r} names no model; give comma-separated Hub ids, or leave it out")
     result = deploy_space(

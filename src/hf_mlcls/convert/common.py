@@ -26,13 +26,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..cli import UserError
+from ..errors import ConversionError, UserError  # noqa: F401  (both re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-class ConversionError(UserError):
-    """A checkpoint that cannot be converted as asked; the message names the file, keys or arguments."""
 
 
 # ----------------------------------------------------------------------------- loading

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import UserError
+from ..errors import UserError
 from ..models.backbone import loading_checkpoint
 from ..models.configuration_query2label import Query2LabelConfig
 from ..presets import PRESETS, create_model, list_presets, preset_config

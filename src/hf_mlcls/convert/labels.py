@@ -15,7 +15,7 @@ import logging
 import os
 from collections import Counter
 
-from ..cli import UserError
+from ..errors import UserError
 from ..data.registry import find_label_set, label_set_names
 
 logger = logging.getLogger(__name__)

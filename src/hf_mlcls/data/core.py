@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import datasets
 import pyarrow as pa
 
+from ..errors import DatasetLayoutError, InvalidImageError, MissingDatasetFileError, SkippedImagesWarning
 from .images import VERIFY_LEVELS, check_image_files
 
 __all__ = [
@@ -37,22 +38,6 @@ __all__ = [
 AUTO_HEADER_LIMIT = 50_000
 
 REPORT_KEY = "hf_mlcls"
-
-
-class DatasetLayoutError(ValueError):
-    """The files on disk do not match the layout the loader expects, or hold bad data."""
-
-
-class MissingDatasetFileError(DatasetLayoutError, FileNotFoundError):
-    """An annotation file or folder the layout needs is not there (names the path)."""
-
-
-class InvalidImageError(DatasetLayoutError):
-    """Raised with ``strict=True`` when an image is missing, empty, truncated or corrupt."""
-
-
-class SkippedImagesWarning(UserWarning):
-    """Some images were left out of a split; the count is in the split's load report."""
 
 
 def warn_skipped(message: str) -> None:

@@ -1,6 +1,11 @@
 """Safe image opening: any file PIL reads becomes an 8-bit RGB image (or a (3, H, W)
 uint8 tensor), and a cheap load-time check tells a usable file from a missing, empty,
-truncated or corrupt one."""
+truncated or corrupt one.
+
+Decoding follows the one policy of the model's image processor,
+:func:`hf_mlcls.models.image_processing_multilabel.to_rgb` (re-exported here as ``to_rgb``):
+EXIF orientation applied, transparency composited on white, 16-bit and float images
+scaled to 8 bits (see docs/preprocessing.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import PIL.Image
+
+from ..errors import ImageOpenError
+from ..models.image_processing_multilabel import to_rgb
 
 __all__ = [
     "VERIFY_LEVELS",
@@ -31,44 +39,6 @@ __all__ = [
 VERIFY_LEVELS = ("none", "exists", "header", "decode")
 
 ImageLike = Union[PIL.Image.Image, str, os.PathLike, bytes, dict]
-
-
-class ImageOpenError(OSError):
-    """An image could not be read; the message names the file."""
-
-
-def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Convert any PIL mode to 8-bit RGB.
-
-    PIL's own ``convert("RGB")`` clips 16-bit and 32-bit images at 255 (most become
-    white) and turns float images black, so those are rescaled to 8 bits first.
-    Alpha is dropped the way ``convert("RGB")`` drops it, which is what both official
-    pipelines do, so evaluation numbers stay comparable.
-    """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode == "I" or mode == "F":
-        array = np.asarray(image)
-        if mode == "F":
-            finite = array[np.isfinite(array)]
-            peak = float(finite.max()) if finite.size else 0.0
-            scale = 255.0 if peak <= 1.0 else 1.0
-            array = np.nan_to_num(array.astype(np.float64) * scale, nan=0.0)
-            array = np.clip(np.rint(array), 0, 255)
-        else:
-            array = array.astype(np.int64)
-            # 16-bit data (mode I is how PIL often hands 16-bit files over) is scaled
-            # 0..65535 -> 0..255; a mode-I image that already fits in 8 bits is kept.
-            if mode.startswith("I;16") or array.max(initial=0) > 255:
-                array = np.rint(np.clip(array, 0, 65535) / 257.0)
-            array = np.clip(array, 0, 255)
-        return PIL.Image.fromarray(array.astype(np.uint8), mode="L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        # Going through RGBA avoids PIL's warning about byte transparency; the
-        # result is the same palette colours.
-        image = image.convert("RGBA")
-    return image.convert("RGB")
 
 
 def _source_name(source: Any) -> str:
@@ -143,7 +113,7 @@ def open_rgb_tensor(source: ImageLike, draft_size: Optional[tuple[int, int]] = N
     A colour or greyscale JPEG is decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo,
     the same library and settings Pillow uses: the pixels equal :func:`open_rgb`'s), which
     skips PIL's image object and the copy out of it. Everything else goes through
-    :func:`open_rgb`: other formats, CMYK JPEGs, a JPEG that ``draft_size`` lets decode at
+    :func:`open_rgb`: other formats, CMYK JPEGs, JPEGs with an EXIF orientation, a JPEG that ``draft_size`` lets decode at
     a reduced scale (a DCT-domain downscale, faster than any decode at full size), and a
     JPEG torchvision refuses (PIL then reads it, or raises). The tensor may be a
     channels-last view (strides (1, 3W, 3)) of the decoded pixels. Any failure raises
@@ -162,6 +132,8 @@ def open_rgb_tensor(source: ImageLike, draft_size: Optional[tuple[int, int]] = N
         try:
             with PIL.Image.open(io.BytesIO(data)) as header:  # reads the header only
                 mode, size = header.mode, header.size
+                if header.getexif().get(0x0112, 1) not in (None, 0, 1):
+                    mode = None  # EXIF-rotated: open_rgb turns it upright (decode_jpeg would not)
                 reduced = False
                 if draft_size is not None:
                     header.draft("RGB", tuple(draft_size))

@@ -455,9 +455,15 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 def transforms_from_image_processor(processor: Any, train: bool, **kwargs: Any) -> ImageTransform:
     """Build the train or eval transform from a transformers image processor: the
     square size from ``processor.size`` (``{"height", "width"}``, or
-    ``{"shortest_edge"}`` taken as the side, or an int), mean/std from
+    ``{"shortest_edge"}`` taken as the side, or an int), the resize filter from
+    ``processor.resample`` (PIL nearest, bilinear or bicubic), mean/std from
     ``image_mean``/``image_std`` when ``do_normalize`` is true. ``kwargs`` go to
-    :func:`build_train_transform` / :func:`build_eval_transform`."""
+    :func:`build_train_transform` / :func:`build_eval_transform`.
+
+    With a model's ``MultiLabelImageProcessor`` the eval transform (default ``backend="pil"``)
+    gives exactly the processor's ``pixel_values``: it decodes with the processor's
+    ``to_rgb`` (through :func:`open_rgb`) and resizes and normalises with the same calls
+    (tests/test_preprocessing.py checks it on odd files)."""
     size = getattr(processor, "size", None)
     if size is None:
         raise ValueError(f"{type(processor).__name__} has no size")
@@ -477,6 +483,16 @@ def transforms_from_image_processor(processor: Any, train: bool, **kwargs: Any) 
         mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
         if mean is not None and isinstance(mean, (int, float)):
             mean, std = [mean] * 3, [std] * 3
+    resample = getattr(processor, "resample", None)
+    if "interpolation" not in kwargs and resample is not None:
+        names = {int(filt): name for name, filt in _INTERPOLATION.items()}
+        try:  # a PIL filter number, or a torchvision InterpolationMode ("bilinear", ...)
+            value = getattr(resample, "value", resample)
+            kwargs["interpolation"] = value if value in _INTERPOLATION else names[int(value)]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"processor.resample={resample!r}: only PIL nearest (0), bilinear (2) and bicubic (3) are supported"
+            ) from None
     if train:
         return build_train_transform(hw, mean, std, **kwargs)
     return build_eval_transform(hw, mean, std, **kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..cli import UserError
+from ..errors import UserError
 
 __all__ = ["CARD_METRICS", "build_card_data", "card_template", "render_model_card"]
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 
 __all__ = ["EVAL_METRICS", "check_eval_results", "load_eval_results"]
 

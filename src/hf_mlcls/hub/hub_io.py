@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 from .upload_folder import prepare_upload_folder
 
 __all__ = ["check_repo_id", "push_to_hub", "upload_folder"]

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 from .hub_io import check_repo_id, upload_folder
 from .upload_folder import _check_out_dir
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 from .cards import _FAMILIES, render_model_card
 from .evaluation import check_eval_results, load_eval_results
 

@@ -13,6 +13,7 @@ _EXPORTS = {
     "MLDecoderForImageClassification": "modeling_ml_decoder",
     "MLDecoderModel": "modeling_ml_decoder",
     "MultiLabelClassifierOutput": "modeling_common",
+    "MultiLabelImageProcessor": "image_processing_multilabel",
     "MultiLabelModelOutput": "modeling_common",
     "Query2LabelConfig": "configuration_query2label",
     "Query2LabelForImageClassification": "modeling_query2label",

@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .backbone import FeatureBackbone, loading_checkpoint
+from .image_processing_multilabel import MultiLabelImageProcessor
 from .losses import AsymmetricLoss
 
 
@@ -205,16 +206,13 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
             elif hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = enable
 
-    def build_image_processor(self):
-        """The transformers image processor matching this model's input size and normalisation."""
-        from transformers import ViTImageProcessor
-
+    def build_image_processor(self) -> MultiLabelImageProcessor:
+        """The image processor matching this model's input size and normalisation (reads only ``self.config``)."""
         normalize = self.config.image_mean is not None
-        return ViTImageProcessor(
+        return MultiLabelImageProcessor(
             do_resize=True,
             size={"height": self.config.image_size, "width": self.config.image_size},
             resample=2,  # bilinear, as the official recipes resize with PIL
-            do_rescale=True,
             do_normalize=normalize,
             image_mean=self.config.image_mean if normalize else [0.0, 0.0, 0.0],
             image_std=self.config.image_std if normalize else [1.0, 1.0, 1.0],
@@ -223,9 +221,17 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
     # Each family names the remote-code classes a saved folder offers (module.Class, relative to the folder).
     _remote_code_map: dict[str, str] = {}
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights (safetensors), config, remote code and the matching image processor."""
-        kwargs.pop("safe_serialization", None)
+    def save_pretrained(self, save_directory, *args, safe_serialization: bool = True, **kwargs):
+        """Save weights (safetensors), config, remote code and the matching image processor (once).
+
+        Weights are always safetensors: ``safe_serialization=False`` (a pickle file) is refused with a
+        ``ValueError`` rather than ignored.
+        """
+        if not safe_serialization:
+            raise ValueError(
+                "save_pretrained(safe_serialization=False): these models save safetensors only; pickle weights files "
+                "are never written (leave safe_serialization at True)"
+            )
         if getattr(self, "_auto_class", None) is not None:
             # Both AutoModel and AutoModelForImageClassification open the folder with trust_remote_code.
             self.config.auto_map = dict(self._remote_code_map)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ class MLDecoderPreTrainedModel(MultiLabelPreTrainedModel):
         "AutoConfig": "configuration_ml_decoder.MLDecoderConfig",
         "AutoModel": "modeling_ml_decoder.MLDecoderModel",
         "AutoModelForImageClassification": "modeling_ml_decoder.MLDecoderForImageClassification",
+        "AutoImageProcessor": "image_processing_multilabel.MultiLabelImageProcessor",
     }
 
 
@@ -64,10 +66,14 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
 
     @torch.no_grad()
     def set_label_embeddings(self, embeddings: Tensor, label_names: list[str] | None = None) -> None:
-        """Set the zero-shot label embeddings (num_labels, label_embedding_dim) and, optionally, their names."""
+        """Set the zero-shot label embeddings (num_labels, label_embedding_dim) and, optionally, their names.
+
+        The model keeps its own copy, in the dtype and on the device of the embeddings it replaces.
+        """
         if not self.config.zero_shot:
             raise ValueError("set_label_embeddings needs a zero-shot model (zero_shot=True)")
-        embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        current = self.label_embeddings
+        embeddings = torch.as_tensor(embeddings).detach().to(dtype=current.dtype)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.config.label_embedding_dim:
             raise ValueError(
                 f"label embeddings must have shape (num_labels, {self.config.label_embedding_dim}), "
@@ -75,7 +81,7 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
             )
         if label_names is not None and len(label_names) != embeddings.shape[0]:
             raise ValueError(f"got {len(label_names)} label names for {embeddings.shape[0]} embeddings")
-        self.label_embeddings = embeddings.to(self.input_proj.weight.device).contiguous()
+        self.label_embeddings = embeddings.to(device=current.device).clone(memory_format=torch.contiguous_format)
         names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(embeddings.shape[0])]
         self.config.id2label = dict(enumerate(names))
         self.config.label2id = {name: i for i, name in enumerate(names)}
@@ -106,6 +112,40 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
             )
         self.set_label_embeddings(encode_label_names(names, encoder), names)
         self.config.text_encoder = encoder.name
+
+    @contextmanager
+    def use_label_names(
+        self,
+        names: Sequence[str],
+        text_encoder: str | LabelEncoder | None = None,
+        embeddings: Tensor | None = None,
+    ) -> Iterator[MLDecoderModel]:
+        """Zero-shot: score ``names`` inside the ``with`` block only; the label set in use before comes back after.
+
+        Args:
+            names: distinct label names; outputs follow their number and order inside the block.
+            text_encoder: embeds ``names`` (as in `set_label_names`); default ``config.text_encoder``.
+            embeddings: (len(names), label_embedding_dim) label embeddings to use as they are, instead of
+                encoding ``names`` (then give no ``text_encoder``).
+
+        On exit, also when the block raises, the model gets back the very embeddings tensor it had (so a
+        wrapper holding its buffers, such as DDP, stays valid), ``id2label``/``label2id`` and
+        ``config.text_encoder``. `set_label_names` is the permanent change.
+        """
+        if not self.config.zero_shot:
+            raise ValueError("use_label_names needs a zero-shot model (zero_shot=True)")
+        if embeddings is not None and text_encoder is not None:
+            raise ValueError("use_label_names: give text_encoder (to embed the names) or embeddings, not both")
+        config = self.config
+        saved = (self.label_embeddings, dict(config.id2label), dict(config.label2id), config.text_encoder)
+        try:
+            if embeddings is None:
+                self.set_label_names(names, text_encoder)
+            else:
+                self.set_label_embeddings(embeddings, check_label_names(names))
+            yield self
+        finally:
+            self.label_embeddings, config.id2label, config.label2id, config.text_encoder = saved
 
     def _queries(self, extra: int = 0) -> Tensor:
         if not self.config.zero_shot:
@@ -188,6 +228,29 @@ class MLDecoderForImageClassification(ClassifierForwardMixin, MLDecoderPreTraine
         """
         self.model.set_label_names(names, text_encoder)
         self.classifier.num_labels = self.config.num_labels
+
+    @contextmanager
+    def use_label_names(
+        self,
+        names: Sequence[str],
+        text_encoder: str | LabelEncoder | None = None,
+        embeddings: Tensor | None = None,
+    ) -> Iterator[MLDecoderForImageClassification]:
+        """Zero-shot: score ``names`` inside the ``with`` block only (see `MLDecoderModel.use_label_names`)::
+
+            with model.use_label_names(["dog", "beach umbrella"]):
+                scores = model(pixel_values).logits.sigmoid()  # (batch, 2), in that order
+
+        Everything the label set decides (embeddings, ``id2label``, ``label2id``, ``config.text_encoder``, the
+        classifier's output count) is restored on exit, also when the block raises.
+        """
+        num_labels = self.classifier.num_labels
+        try:
+            with self.model.use_label_names(names, text_encoder, embeddings):
+                self.classifier.num_labels = self.config.num_labels
+                yield self
+        finally:
+            self.classifier.num_labels = num_labels
 
     def forward(
         self,

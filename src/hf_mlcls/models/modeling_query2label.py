@@ -70,6 +70,7 @@ class Query2LabelPreTrainedModel(MultiLabelPreTrainedModel):
         "AutoConfig": "configuration_query2label.Query2LabelConfig",
         "AutoModel": "modeling_query2label.Query2LabelModel",
         "AutoModelForImageClassification": "modeling_query2label.Query2LabelForImageClassification",
+        "AutoImageProcessor": "image_processing_multilabel.MultiLabelImageProcessor",
     }
 
 
