@@ -146,6 +146,8 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: Rec
         refuse(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {recipe.ema_decay}")
     if recipe.early_stopping_patience is not None and recipe.early_stopping_patience < 1:
         refuse(f"--early_stopping_patience must be >= 1, got {recipe.early_stopping_patience}")
+    if recipe.final_weights not in ("ema", "better"):
+        refuse(f"--final_weights must be 'ema' or 'better', got {recipe.final_weights!r}")
     if recipe.freeze_backbone and recipe.backbone_trainable_layers:
         refuse("--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers")
     if zs_args is not None and zs_args.unseen_labels is not None:

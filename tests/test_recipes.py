@@ -365,3 +365,26 @@ def test_final_weights_better_keeps_the_weights_that_scored_higher(raw_map, ema_
     expected = raw if kept == "raw" else ema
     assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
     assert trainer.ema is None
+
+
+def test_each_evaluation_reports_the_better_of_raw_and_ema(tmp_path):
+    from hf_mlcls.metrics import compute_metrics
+
+    model = tiny_model("q2l")
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", remove_unused_columns=False,
+                             label_names=["labels"], per_device_eval_batch_size=8)
+    trainer = MultiLabelTrainer(model=model, args=args, eval_dataset=Rows(5), compute_metrics=compute_metrics,
+                                recipe=RecipeArguments(ema_decay=0.5))
+    with torch.no_grad():
+        for p in trainer.ema.module.parameters():
+            p.mul_(0.5)
+    metrics = trainer.evaluate()
+    for key in ("mAP", "mAP_voc"):
+        assert metrics[f"eval_{key}"] != metrics[f"eval_ema_{key}"]
+        assert metrics[f"eval_max_{key}"] == max(metrics[f"eval_{key}"], metrics[f"eval_ema_{key}"])
+
+
+def test_train_py_names_a_bad_final_weights(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "train.py"), "--final_weights", "best",
+                             "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--final_weights must be 'ema' or 'better', got 'best'" in result.stderr
