@@ -392,7 +392,8 @@ class MultiLabelTrainer(Trainer):
         if step not in raw or step not in ema:
             return None
         greater = self.args.greater_is_better if self.args.greater_is_better is not None else True
-        return raw[step] > ema[step] if greater else raw[step] < ema[step]
+        # a tie keeps the raw weights, as main_mlc.py:387-391 (the EMA only when mAP_ema > mAP)
+        return raw[step] >= ema[step] if greater else raw[step] <= ema[step]
 
     def use_final_weights(self) -> str:
         """After training: keep the weights that `recipe.final_weights` asks for; returns 'ema' or 'raw'.
