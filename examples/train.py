@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", train_output.metrics)
         trainer.save_metrics("train", train_output.metrics)
-        trainer.use_ema_weights()  # the final model is the EMA (of the best checkpoint, if one was chosen)
+        trainer.use_final_weights()  # the EMA, or with --final_weights better the better of raw and EMA (of the best checkpoint, if one was chosen)
         trainer.save_model()
         trainer.save_state()
     if training_args.do_eval:

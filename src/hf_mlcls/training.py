@@ -47,6 +47,20 @@ class RecipeArguments:
         metadata={"help": "train only backbone parameters whose name contains one of these (Query2Label's ResNet: layer2 layer3 layer4)"},
     )
     freeze_backbone: bool = field(default=False, metadata={"help": "train the head only"})
+    weight_decay_all: bool = field(
+        default=False,
+        metadata={
+            "help": "decay every trained parameter, biases, norms and embeddings included (Query2Label's main_mlc.py: "
+            "one AdamW group); default: biases, 1-D norm parameters and embeddings get none (ML-Decoder's add_weight_decay)"
+        },
+    )
+    final_weights: str = field(
+        default="ema",
+        metadata={
+            "help": "the weights kept after training: 'ema' (the EMA), or 'better' (the raw or the EMA weights, whichever "
+            "scored higher on metric_for_best_model at the kept evaluation, as both official scripts compare them)"
+        },
+    )
     early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement before stopping"})
 
     SCHEDULES = ("onecycle", "cosine", "trainer")
@@ -65,6 +79,8 @@ class RecipeArguments:
             raise ValueError(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {self.ema_decay}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
+        if self.final_weights not in ("ema", "better"):
+            raise ValueError(f"--final_weights must be 'ema' or 'better', got {self.final_weights!r}")
         if self.freeze_backbone and self.backbone_trainable_layers:
             raise ValueError(
                 "--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers"
@@ -136,13 +152,18 @@ def freeze_backbone_layers(model: nn.Module, trainable: list[str] | None = None,
 
 
 class EMACallback(TrainerCallback):
-    """Updates the weights' EMA after every optimizer step (timm's `ModelEmaV3`)."""
+    """Updates the weights' EMA after every optimizer step (timm's `ModelEmaV3`).
+
+    With the constant decay from the first step, as both official ``ModelEma`` classes
+    (``ema = decay * ema + (1 - decay) * weights``, parameters and buffers): given a step number,
+    timm would instead copy the weights outright at step 1 (its ``get_decay`` returns 0 there).
+    """
 
     def __init__(self, ema) -> None:
         self.ema = ema
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.ema.update(model, step=state.global_step)
+        self.ema.update(model)
 
 
 def _swap_weights(a: nn.Module, b: nn.Module) -> None:
@@ -175,6 +196,7 @@ class MultiLabelTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.recipe = recipe or RecipeArguments()
         check_recipe(self.recipe, self.args)
+        self._check_loss_scaling()
         self.eval_label_sets = dict(eval_label_sets or {})
         if self.eval_label_sets:
             self._check_label_sets()
@@ -190,7 +212,25 @@ class MultiLabelTrainer(Trainer):
 
     # ---- optimisation -------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        if self.recipe.weight_decay_all:
+            return [n for n, _ in model.named_parameters()]
         return decay_parameter_names(model)
+
+    def _check_loss_scaling(self) -> None:
+        """A summed loss (ML-Decoder) relies on the Trainer multiplying each process's loss by the number of
+        processes, which it does only with average_tokens_across_devices; without it DDP's gradient averaging
+        would divide the whole batch's gradient by the number of processes."""
+        loss_fct = getattr(self.model, "loss_fct", None)
+        if (
+            self.args.world_size > 1
+            and not self.args.average_tokens_across_devices
+            and getattr(loss_fct, "reduction", None) == "sum"
+        ):
+            raise ValueError(
+                "average_tokens_across_devices=False with a summed loss (asl_reduction='sum') on "
+                f"{self.args.world_size} processes would train with 1/{self.args.world_size} of the batch's gradient; "
+                "leave average_tokens_across_devices at True"
+            )
 
     def create_optimizer(self, model=None):
         if self.recipe.optimizer == "adamw" or self.optimizer is not None:
@@ -277,9 +317,16 @@ class MultiLabelTrainer(Trainer):
         if self.ema is not None:
             _swap_weights(self.model, self.ema.module)
             try:
-                metrics.update(super().evaluate(dataset, ignore_keys, f"{prefix}_ema"))
+                ema_metrics = super().evaluate(dataset, ignore_keys, f"{prefix}_ema")
             finally:
                 _swap_weights(self.model, self.ema.module)
+            metrics.update(ema_metrics)
+            # the better of the raw and the EMA weights (Query2Label main_mlc.py: mAP = max(mAP, mAP_ema)),
+            # for metric_for_best_model="max_mAP" / "max_mAP_voc"
+            for key in ("mAP", "mAP_voc"):
+                raw, ema = metrics.get(f"{prefix}_{key}"), metrics.get(f"{prefix}_ema_{key}")
+                if raw is not None and ema is not None:
+                    metrics[f"{prefix}_max_{key}"] = max(raw, ema)
         return metrics
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", label_set: LabelSet | None = None):
@@ -347,6 +394,45 @@ class MultiLabelTrainer(Trainer):
         super()._load_best_model()
         if self.ema is not None and self.state.best_model_checkpoint:
             load_ema(self.ema.module, self.state.best_model_checkpoint)
+
+    def _raw_is_better(self) -> bool | None:
+        """At the kept evaluation (the best checkpoint's, else the last), did the raw weights score higher than
+        the EMA on metric_for_best_model's metric? None when no evaluation says."""
+        metric = self.args.metric_for_best_model or "mAP"
+        metric = metric[len("eval_"):] if metric.startswith("eval_") else metric
+        for prefix in ("max_", "ema_"):
+            metric = metric[len(prefix):] if metric.startswith(prefix) else metric
+        step = None
+        if self.args.load_best_model_at_end and self.state.best_model_checkpoint:
+            step = int(os.path.basename(os.path.normpath(self.state.best_model_checkpoint)).split("-")[-1])
+        # the raw and the EMA evaluations are logged as two entries of the same step
+        raw = {e["step"]: e[f"eval_{metric}"] for e in self.state.log_history if f"eval_{metric}" in e}
+        ema = {e["step"]: e[f"eval_ema_{metric}"] for e in self.state.log_history if f"eval_ema_{metric}" in e}
+        steps = sorted(set(raw) & set(ema))
+        if step is None and steps:
+            step = steps[-1]
+        if step not in raw or step not in ema:
+            return None
+        greater = self.args.greater_is_better if self.args.greater_is_better is not None else True
+        # a tie keeps the raw weights, as main_mlc.py:387-391 (the EMA only when mAP_ema > mAP)
+        return raw[step] >= ema[step] if greater else raw[step] <= ema[step]
+
+    def use_final_weights(self) -> str:
+        """After training: keep the weights that `recipe.final_weights` asks for; returns 'ema' or 'raw'.
+
+        'ema': the EMA (the published numbers are the EMA's). 'better': the raw weights when they scored higher
+        than the EMA at the kept evaluation (Query2Label saves ``ema_m.module.state_dict()`` if ``mAP_ema > mAP``
+        else the model's), else the EMA. Either way the EMA is then dropped.
+        """
+        if self.ema is None:
+            return "raw"
+        if self.recipe.final_weights == "better" and self._raw_is_better():
+            self.ema = None
+            self.callback_handler.callbacks = [c for c in self.callback_handler.callbacks if not isinstance(c, EMACallback)]
+            logger.info("keeping the raw weights: they scored higher than the EMA at the kept evaluation")
+            return "raw"
+        self.use_ema_weights()
+        return "ema"
 
     def use_ema_weights(self) -> None:
         """After training: make the EMA weights the model's (the published numbers are the EMA's).

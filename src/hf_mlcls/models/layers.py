@@ -101,6 +101,16 @@ def sine_position_encoding(
     return pos.permute(2, 0, 1)
 
 
+def _without_autocast(hidden_states: Tensor, weight: Tensor):
+    """Autocast switched off on ``hidden_states``' device, and the states cast to ``weight``'s dtype.
+
+    The final classifiers compute in their parameters' dtype (fp32 in mixed-precision training) rather than
+    autocast's bf16/fp16: Query2Label's official ``GroupWiseLinear`` is an elementwise product and a sum, which
+    autocast leaves in fp32, and logits rounded to bf16 (8 bits of mantissa) would tie many scores.
+    """
+    return torch.autocast(hidden_states.device.type, enabled=False), hidden_states.to(weight.dtype)
+
+
 class GroupWiseLinear(nn.Module):
     """Query2Label's classifier: one weight vector and bias per label, applied to that label's state."""
 
@@ -118,8 +128,10 @@ class GroupWiseLinear(nn.Module):
     def forward(self, hidden_states: Tensor) -> Tensor:
         # (B, C, D) -> (B, C): one dot product per label. The official ``(W * h).sum(-1)``
         # builds a (B, C, D) temporary first (164 MB per image at 20,000 labels); the einsum
-        # does not, and is about 2x faster (bench/bench_scale.py).
-        return torch.einsum("bcd,cd->bc", hidden_states, self.W[0]) + self.b
+        # does not, and is about 2x faster (bench/bench_scale.py). In fp32 under autocast, as the official one.
+        no_autocast, hidden_states = _without_autocast(hidden_states, self.W)
+        with no_autocast:
+            return torch.einsum("bcd,cd->bc", hidden_states, self.W[0]) + self.b
 
 
 class GroupFullyConnected(nn.Module):
@@ -149,11 +161,14 @@ class GroupFullyConnected(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        # hidden_states: (B, K, D)
-        if self.zero_shot:
-            return (hidden_states @ self.weight).squeeze(-1) + self.bias
-        logits = torch.einsum("bkd,kdg->bkg", hidden_states, self.weight).flatten(1)
-        return logits[:, : self.num_labels] + self.bias
+        # hidden_states: (B, K, D). In the parameters' dtype (fp32) under autocast, where the official
+        # GroupFC multiplies in autocast's fp16 (see docs/recipes.md).
+        no_autocast, hidden_states = _without_autocast(hidden_states, self.weight)
+        with no_autocast:
+            if self.zero_shot:
+                return (hidden_states @ self.weight).squeeze(-1) + self.bias
+            logits = torch.einsum("bkd,kdg->bkg", hidden_states, self.weight).flatten(1)
+            return logits[:, : self.num_labels] + self.bias
 
 
 def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:

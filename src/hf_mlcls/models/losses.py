@@ -24,6 +24,10 @@ class AsymmetricLoss(nn.Module):
     ``labels`` is a float multi-hot (B, C); entries equal to -1 are unknown and contribute
     neither loss nor gradient. ``scaled_mean`` still divides by B * C so that a batch
     without unknown labels gives exactly the official number.
+
+    ``num_items`` (``scaled_mean`` only): the B * C to divide by when ``logits`` is one part of a
+    larger batch (another process's share, or one of several accumulated micro-batches), so that
+    the parts' losses add up to the whole batch's. ``sum`` needs no such count: sums add up.
     """
 
     def __init__(
@@ -45,7 +49,7 @@ class AsymmetricLoss(nn.Module):
         self.focal_grad = focal_grad
         self.reduction = reduction
 
-    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, labels: Tensor, num_items: Tensor | int | None = None) -> Tensor:
         logits = logits.float()
         labels = labels.to(logits.dtype)
         known = (labels >= 0).to(logits.dtype)
@@ -63,5 +67,8 @@ class AsymmetricLoss(nn.Module):
             loss = loss * weight
         loss = -(loss * known).sum()
         if self.reduction == "scaled_mean":
-            loss = loss / logits.shape[0] / logits.shape[1] * 1000
+            if num_items is None:
+                loss = loss / logits.shape[0] / logits.shape[1] * 1000
+            else:
+                loss = loss / num_items * 1000
         return loss

@@ -129,6 +129,7 @@ class ClassifierForwardMixin:
         labels: Tensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: Tensor | int | None = None,
         **kwargs,
     ) -> MultiLabelClassifierOutput | tuple:
         r"""
@@ -138,6 +139,9 @@ class ClassifierForwardMixin:
                 entries of -1 are unknown and left out of the loss.
             output_attentions (`bool`, *optional*): also return the decoder cross-attention maps.
             return_dict (`bool`, *optional*): return a `MultiLabelClassifierOutput` instead of a tuple.
+            num_items_in_batch (`int` or `torch.Tensor`, *optional*): label entries (rows x labels) in the
+                whole optimizer step, all processes and accumulated micro-batches together, as the
+                `Trainer` counts them. See `MultiLabelPreTrainedModel.accepts_loss_kwargs`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         check_pixel_dtype(pixel_values, self.dtype)
@@ -145,7 +149,7 @@ class ClassifierForwardMixin:
         logits = self.classifier(outputs.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = self.compute_loss(logits, labels)
+            loss = self.compute_loss(logits, labels, num_items_in_batch)
         if not return_dict:
             out = (logits, outputs.last_hidden_state)
             if outputs.cross_attentions is not None:
@@ -156,20 +160,29 @@ class ClassifierForwardMixin:
         )
 
 
-    def compute_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def compute_loss(self, logits: Tensor, labels: Tensor, num_items_in_batch: Tensor | int | None = None) -> Tensor:
         """Asymmetric loss on multi-hot labels; cross-entropy for single-label models (e.g. Stanford Cars).
 
-        A single-label model takes class indices (B,) or one-hot rows (B, C).
+        A single-label model takes class indices (B,) or one-hot rows (B, C). A mean (Query2Label's
+        ``scaled_mean``, cross-entropy) divides by the whole step's ``num_items_in_batch`` when given,
+        not by this batch's size; a sum (ML-Decoder) is a sum either way.
         """
         if self.config.problem_type == "single_label_classification":
+            rows = None
             if labels.ndim == 2:
                 check_labels(labels, logits)
                 labels = labels.argmax(-1)
+                if num_items_in_batch is not None:
+                    rows = num_items_in_batch / logits.shape[1]  # the Trainer counted every entry of the (B, C) rows
+            elif num_items_in_batch is not None:
+                rows = num_items_in_batch
             if labels.shape != logits.shape[:1]:
                 raise ValueError(f"labels must be class indices of shape ({logits.shape[0]},), got {tuple(labels.shape)}")
-            return torch.nn.functional.cross_entropy(logits.float(), labels.long())
+            if rows is None:
+                return torch.nn.functional.cross_entropy(logits.float(), labels.long())
+            return torch.nn.functional.cross_entropy(logits.float(), labels.long(), reduction="sum") / rows
         check_labels(labels, logits)
-        return self.loss_fct(logits, labels)
+        return self.loss_fct(logits, labels, num_items_in_batch)
 
 
 class MultiLabelPreTrainedModel(PreTrainedModel):
@@ -177,6 +190,12 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
 
     main_input_name = "pixel_values"
     base_model_prefix = "model"
+    # The loss honours the Trainer's `num_items_in_batch` (the label entries of the whole optimizer step,
+    # counted over every process and accumulated micro-batch): a mean divides by it, a sum ignores it. The
+    # Trainer then adds the micro-batches' losses instead of averaging them and undoes DDP's gradient
+    # averaging, so a global batch trains the same whatever its split into processes and accumulation steps,
+    # for a mean (Query2Label) and a sum (ML-Decoder) alike. Stated here, not inferred from `**kwargs`.
+    accepts_loss_kwargs = True
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 

@@ -258,11 +258,12 @@ class MLDecoderForImageClassification(ClassifierForwardMixin, MLDecoderPreTraine
         labels: Tensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: Tensor | int | None = None,
         **kwargs,
     ) -> MultiLabelClassifierOutput | tuple:
         extra = self.config.query_extra if self.config.zero_shot and self.training and labels is not None else 0
         if not extra:
-            return super().forward(pixel_values, labels, output_attentions, return_dict, **kwargs)
+            return super().forward(pixel_values, labels, output_attentions, return_dict, num_items_in_batch, **kwargs)
         # Zero-shot training with random-query additions: the extra queries join the loss as labels that are
         # absent from every image, then are cut from every output. (Without self-attention a query's state does not
         # depend on the other queries, so extra queries left out of the loss would change nothing.)
@@ -273,7 +274,9 @@ class MLDecoderForImageClassification(ClassifierForwardMixin, MLDecoderPreTraine
         logits = all_logits[:, :c]
         check_labels(labels, logits)
         targets = torch.cat([labels.to(all_logits.dtype), all_logits.new_zeros(labels.shape[0], extra)], dim=1)
-        loss = self.loss_fct(all_logits, targets)
+        # a mean reduction divides by every entry it saw, the extra columns included
+        count = None if num_items_in_batch is None else num_items_in_batch * (c + extra) / c
+        loss = self.loss_fct(all_logits, targets, count)
         hidden = outputs.last_hidden_state[:, :c]
         cross = tuple(a[:, :c] for a in outputs.cross_attentions) if outputs.cross_attentions is not None else None
         if not return_dict:
