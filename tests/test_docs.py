@@ -184,6 +184,7 @@ def train_commands(code: str) -> list[list[str]]:
 def load_train_script():
     spec = importlib.util.spec_from_file_location("train_script_under_test", REPO / "examples" / "train.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -277,7 +277,8 @@ def convert_checkpoint(
     if config_file is not None and family != "query2label":
         raise ConversionError("--config is Query2Label's config.json; ML-Decoder checkpoints need none")
     notes: list[str] = []
-    step(f"reading {Path(checkpoint).name}")
+    if os.path.isfile(checkpoint):  # a missing one is load_checkpoint's one-line error, alone
+        step(f"reading {Path(checkpoint).name}")
     obj = load_checkpoint(checkpoint)
     order = ("state_dict", "model") if family == "query2label" else ("model", "state_dict")
     sd, container = extract_state_dict(obj, checkpoint, order)
