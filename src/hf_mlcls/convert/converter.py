@@ -277,9 +277,7 @@ def convert_checkpoint(
     if config_file is not None and family != "query2label":
         raise ConversionError("--config is Query2Label's config.json; ML-Decoder checkpoints need none")
     notes: list[str] = []
-    if os.path.isfile(checkpoint):  # a missing one is load_checkpoint's one-line error, alone
-        step(f"reading {Path(checkpoint).name}")
-    obj = load_checkpoint(checkpoint)
+    obj = load_checkpoint(checkpoint)  # no step line before it: a bad file is its one-line error, alone
     order = ("state_dict", "model") if family == "query2label" else ("model", "state_dict")
     sd, container = extract_state_dict(obj, checkpoint, order)
     prefixed = sum(k.startswith("module.") for k in sd)
@@ -287,7 +285,7 @@ def convert_checkpoint(
     if prefixed:
         notes.append(f"stripped the DDP prefix 'module.' from {prefixed} keys (key names here are without it)")
     overrides = copy.deepcopy(overrides or {})
-    step(f"building {preset} and mapping {len(sd)} tensors")
+    step(f"read {Path(checkpoint).name}; building {preset} and mapping {len(sd)} tensors")
     if family == "query2label":
         model, keymap, extra, fresh = _convert_query2label(
             sd, preset, entry, checkpoint=checkpoint, config_file=config_file, labels=labels, overrides=overrides, notes=notes
