@@ -202,3 +202,50 @@ def test_eval_ema_only_refuses_what_it_cannot_serve(demo, tmp_path):
     with pytest.raises(ValueError, match="metric_for_best_model='mAP' is never reported"):
         _trainer(demo, tmp_path, RecipeArguments(ema_decay=0.9, eval_ema_only=True), metric_for_best_model="mAP")
     _trainer(demo, tmp_path, RecipeArguments(ema_decay=0.9, eval_ema_only=True), metric_for_best_model="ema_mAP")
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _select_labels_per_label_loop(scores, id2label, threshold=0.5, top_k=None):
+    """The per-label loop select_labels replaced (ties made deterministic: lower label first)."""
+    rows = []
+    for row in scores:
+        order = torch.argsort(row, descending=True, stable=True).tolist()
+        chosen = order[:top_k] if top_k else [i for i in order if row[i] >= threshold]
+        rows.append([{"label": id2label[i], "score": round(float(row[i]), 6)} for i in chosen])
+    return rows
+
+
+def test_select_labels_equals_the_per_label_loop():
+    from hf_mlcls.inference import select_labels
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(7, 40, generator=gen)
+    scores[2, [3, 9, 17]] = 0.75  # ties: lower label first
+    scores[3] = 0.1  # no label passes
+    scores[4, 5] = 0.5  # exactly at the threshold: chosen
+    id2label = {i: f"name{i}" for i in range(40)}
+    for kwargs in ({}, {"threshold": 0.9}, {"threshold": 0.0}, {"top_k": 3}, {"top_k": 1}, {"top_k": 100}):
+        assert select_labels(scores, id2label, **kwargs) == _select_labels_per_label_loop(scores, id2label, **kwargs), kwargs
+    assert select_labels(torch.zeros(0, 40), id2label) == []
+
+
+def test_predict_files_decodes_each_image_once(tmp_path, monkeypatch):
+    from hf_mlcls import inference
+
+    paths = [_photo(os.path.join(tmp_path, f"{i}.jpg"), seed=i) for i in range(5)]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths.insert(2, str(tmp_path / "broken.jpg"))
+    opened = []
+    pil_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: opened.append(fp) or pil_open(fp, *a, **k))
+    model = tiny("mldecoder-tresnetm-224").eval()
+    results = inference.predict_files(model, paths, threshold=0.0, batch_size=2, progress=False)
+    assert sorted(map(str, opened)) == sorted(paths)  # once each, the broken one included
+    assert [r["image"] for r in results] == paths
+    assert "error" in results[2] and results[2]["labels"] == []
+    monkeypatch.setattr(PIL.Image, "open", pil_open)
+    good = [p for p in paths if "broken" not in p]
+    expected = inference.select_labels(inference.predict_probabilities(model, good, progress=False), LABELS, 0.0)
+    assert [r["labels"] for r in results if "error" not in r] == expected
