@@ -225,6 +225,7 @@ def test_select_labels_equals_the_per_label_loop():
     scores[2, [3, 9, 17]] = 0.75  # ties: lower label first
     scores[3] = 0.1  # no label passes
     scores[4, 5] = 0.5  # exactly at the threshold: chosen
+    scores[5] = 0.3  # all tied: top_k takes the lowest labels
     id2label = {i: f"name{i}" for i in range(40)}
     for kwargs in ({}, {"threshold": 0.9}, {"threshold": 0.0}, {"top_k": 3}, {"top_k": 1}, {"top_k": 100}):
         assert select_labels(scores, id2label, **kwargs) == _select_labels_per_label_loop(scores, id2label, **kwargs), kwargs

@@ -122,24 +122,25 @@ def select_labels(scores: torch.Tensor, id2label: dict, threshold: float = 0.5, 
     """Per image: labels at or above ``threshold`` (or the ``top_k`` best), highest score first; equal scores in
     label order.
 
-    No loop over labels: the chosen entries are found and ordered for all images at once (a ``top_k`` is one
-    sort per image, a threshold sorts only the entries that pass it), then only they become dicts.
+    No loop over labels: the chosen entries are found for all images at once (a threshold, or the ``top_k``-th
+    highest score of each image from ``torch.topk``), only they are sorted, and only they become dicts.
     """
     scores = torch.as_tensor(scores).detach().float().cpu()
     if scores.ndim != 2:
         raise ValueError(f"scores must be (num_images, num_labels), got shape {tuple(scores.shape)}")
     n, c = scores.shape
-    if top_k:
-        k = min(int(top_k), c)
-        values, labels = torch.sort(scores, dim=1, descending=True, stable=True)
-        rows = np.repeat(np.arange(n), k)
-        values, labels = values[:, :k].reshape(-1).numpy(), labels[:, :k].reshape(-1).numpy()
-    else:
-        s = scores.numpy()
-        rows, labels = np.nonzero(s >= threshold)
-        values = s[rows, labels]
-        order = np.lexsort((labels, -values, rows))  # by image, then score descending, then label
-        rows, labels, values = rows[order], labels[order], values[order]
+    s = scores.numpy()
+    k = min(int(top_k), c) if top_k else 0
+    if k:
+        threshold = torch.topk(scores, k, dim=1).values[:, -1:].numpy()  # each image's k-th highest score
+    rows, labels = np.nonzero(s >= threshold)
+    values = s[rows, labels]
+    order = np.lexsort((labels, -values, rows))  # by image, then score descending, then label
+    rows, labels, values = rows[order], labels[order], values[order]
+    if k:  # ties at the k-th score can let more than k through: keep each image's first k
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+        keep = rank < k
+        rows, labels, values = rows[keep], labels[keep], values[keep]
     out: list[list[dict]] = [[] for _ in range(n)]
     for r, i, v in zip(rows.tolist(), labels.tolist(), values.tolist()):
         out[r].append({"label": id2label[i], "score": round(v, 6)})
