@@ -215,14 +215,17 @@ def build_train_transform(
     draft: bool = True,
     uint8_output: bool = False,
     interpolation: str = "bilinear",
-    backend: str = "pil",
+    backend: str = "torchvision",
     fast_randaugment: bool = True,
 ) -> ImageTransform:
     """Square resize → Cutout → RandAugment → tensor → normalisation (the official train
     recipe). ``image_mean``/``image_std`` ``None`` means no normalisation ([0, 1]
-    inputs, as TResNet models take). ``backend="torchvision"`` is the fast decode and
-    resize (see :class:`ImageTransform`); ``fast_randaugment=False`` runs timm's PIL ops
-    unchanged (see :func:`build_randaugment`)."""
+    inputs, as TResNet models take). The default ``backend="torchvision"`` is the fast
+    decode and resize (see :class:`ImageTransform`: pixels within one level of PIL's resize
+    before augmentation, the same augmentation draws); ``backend="pil"`` gives the official
+    pipeline's pixels exactly. ``fast_randaugment=False`` runs timm's PIL ops unchanged (see
+    :func:`build_randaugment`). Evaluation keeps PIL by default (:func:`build_eval_transform`),
+    so a converted checkpoint sees the official eval tensors bit for bit."""
     augment: list[Callable] = []
     if cutout:
         augment.append(Cutout(cutout_factor))
