@@ -250,3 +250,24 @@ def test_predict_files_decodes_each_image_once(tmp_path, monkeypatch):
     good = [p for p in paths if "broken" not in p]
     expected = inference.select_labels(inference.predict_probabilities(model, good, progress=False), LABELS, 0.0)
     assert [r["labels"] for r in results if "error" not in r] == expected
+
+
+# --------------------------------------------------------------------------- benchmark results into the docs
+
+
+def test_write_docs_replaces_each_results_block_by_its_file_and_refuses_a_missing_one(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "write_docs", os.path.join(os.path.dirname(__file__), os.pardir, "bench", "write_docs.py")
+    )
+    write_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(write_docs)
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "a.md").write_text("| new | table |\n")
+    docs = "intro\n<!-- results: bench/results/a.md -->\n| old | figures |\n<!-- end results -->\noutro\n"
+    text, used = write_docs.splice(docs, root=str(tmp_path))
+    assert text == "intro\n<!-- results: bench/results/a.md -->\n| new | table |\n<!-- end results -->\noutro\n"
+    assert used == ["bench/results/a.md"] and write_docs.splice(text, root=str(tmp_path))[0] == text
+    with pytest.raises(FileNotFoundError, match="bench/results/b.md"):
+        write_docs.splice(docs.replace("a.md", "b.md"), root=str(tmp_path))
