@@ -10,7 +10,10 @@ A step: collate 8 rows (uint8 images, as the default training transform gives th
 with labels, backward, SGD update; fp32 on the CPU. The previous checks are restored in the
 same process for the reference (the old functions are copied into this file), so the two
 alternate in interleaved rounds (at least 5, the same number of steps on both sides); the
-losses of the two must be equal. Results go to bench/results/train_step.md.
+losses of the two must be equal. Timed in the process's CPU time by default (``--clock wall``
+for wall time): a step takes seconds to a minute on a shared 2-core machine, and the wall time
+of two identical steps in a row differs by far more than a check costs. Results go to
+bench/results/train_step.md.
 
 On a CPU a check's ``.all()`` costs one pass over the batch and no waiting, so the two are
 expected to be level here. On a GPU each of those reads stalls the host until every kernel
@@ -24,6 +27,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 
 import torch
 
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds: at least 5")
@@ -99,10 +104,12 @@ def main() -> None:
             step("previous")
 
     report = Fragment("train_step")
-    times = interleaved({"now": lambda: step("now"), "previous": previous}, repeats=args.rounds)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    times = interleaved({"now": lambda: step("now"), "previous": previous}, repeats=args.rounds, clock=clock)
     equal = len(set(losses["now"] + losses["previous"])) == 1
     report.add(f"One training step of `mldecoder-tresnetm-224` (80 labels, random weights) at {args.size} px, batch "
-               f"{args.batch}, fp32, {torch.get_num_threads()} torch threads, CPU; {args.rounds} interleaved rounds.")
+               f"{args.batch}, fp32, {torch.get_num_threads()} torch threads, CPU; {args.rounds} interleaved rounds, "
+               f"{args.clock} time.")
     report.add()
     table = report.table(["input checks", "steps/s", "vs previous", "loss"], ["l", "r", "r", "l"])
     table.add("now: host-side, once per batch (collator)", spread([1 / t for t in times["now"]], "{:.3f}"),
