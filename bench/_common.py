@@ -29,7 +29,11 @@ import tracemalloc
 from typing import Callable, Mapping, Optional, Sequence
 
 __all__ = [
+    "Fragment",
     "Table",
+    "load_average",
+    "ratios",
+    "spread",
     "interleaved",
     "machine_line",
     "median",
@@ -167,17 +171,23 @@ def machine_line() -> str:
 class Table:
     """A Markdown table printed row by row (so a long run shows progress)."""
 
-    def __init__(self, columns: Sequence[str], align: Optional[Sequence[str]] = None):
+    def __init__(self, columns: Sequence[str], align: Optional[Sequence[str]] = None, sink: Optional[list] = None):
         self.columns = list(columns)
         self.align = list(align) if align is not None else ["l"] + ["r"] * (len(columns) - 1)
         self.rows: list[list[str]] = []
-        print("| " + " | ".join(self.columns) + " |")
-        print("|" + "|".join("---:" if a == "r" else "---" for a in self.align) + "|", flush=True)
+        self.sink = sink  # a list that also receives every printed line (a Fragment's)
+        self._line("| " + " | ".join(self.columns) + " |")
+        self._line("|" + "|".join("---:" if a == "r" else "---" for a in self.align) + "|")
+
+    def _line(self, text: str) -> None:
+        print(text, flush=True)
+        if self.sink is not None:
+            self.sink.append(text)
 
     def add(self, *cells: object) -> None:
         row = [_fmt(c) for c in cells]
         self.rows.append(row)
-        print("| " + " | ".join(row) + " |", flush=True)
+        self._line("| " + " | ".join(row) + " |")
 
 
 def _fmt(value: object) -> str:
@@ -192,3 +202,70 @@ def _fmt(value: object) -> str:
             return f"{value:.1f}"
         return f"{value:.2f}"
     return str(value)
+
+
+# --------------------------------------------------------------------------- results for the docs
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, e.g. ``3.1 / 2.8 / 2.5``."""
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def ratios(times: Mapping[str, Sequence[float]], slow: str, fast: str) -> list[float]:
+    """Per round, time(slow) / time(fast): how many times faster ``fast`` was in that round
+    (the two were timed next to each other, so other jobs' load cancels in each ratio)."""
+    return [a / b for a, b in zip(times[slow], times[fast])]
+
+
+def spread(values: Sequence[float], fmt: str = "{:.2f}", suffix: str = "") -> str:
+    """``median (min-max)`` of the rounds, e.g. ``5.3x (4.9-5.8)``."""
+    lo, mid, hi = min(values), median(values), max(values)
+    return f"{fmt.format(mid)}{suffix} ({fmt.format(lo)}-{fmt.format(hi)})"
+
+
+class Fragment:
+    """A benchmark's results as a Markdown fragment for ``docs/benchmarks.md``.
+
+    The script adds lines (and :class:`Table` s) as it runs; :meth:`write` saves them to
+    ``bench/results/<name>.md`` with the command, the machine and the load average at the
+    start and at the end, and ``python bench/write_docs.py`` splices every fragment into the
+    docs between its markers, so no figure in the docs is copied by hand.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.command = "python bench/" + os.path.basename(sys.argv[0]) + "".join(" " + a for a in sys.argv[1:])
+        self.load_start = load_average()
+        self.machine = machine_line()
+        self.lines: list[str] = []
+        print(f"load average (1 / 5 / 15 min) at start: {self.load_start}", flush=True)
+
+    def add(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def table(self, columns: Sequence[str], align: Optional[Sequence[str]] = None) -> "Table":
+        table = Table(columns, align, sink=self.lines)
+        return table
+
+    def write(self, folder: Optional[str] = None) -> str:
+        folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+        os.makedirs(folder, exist_ok=True)
+        load_end = load_average()
+        print(f"load average (1 / 5 / 15 min) at end: {load_end}", flush=True)
+        head = [
+            f"Written by `{self.command}`.",
+            f"Machine: {self.machine.replace(' at start (machine shared with other jobs)', '')}; shared with other "
+            f"jobs: load average (1 / 5 / 15 min) {self.load_start} at the start, {load_end} at the end.",
+            "",
+        ]
+        path = os.path.join(folder, f"{self.name}.md")
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            fh.write("\n".join(head + self.lines).rstrip() + "\n")
+        os.replace(path + ".tmp", path)
+        print(f"wrote {path}; run `python bench/write_docs.py` to put it in docs/benchmarks.md", flush=True)
+        return path

@@ -2,7 +2,8 @@
 torchvision pipeline of the official training scripts, in the same run.
 
     nice python bench/bench_data.py            # 200 images, 224 and 448 (~5 min on 2 cores)
-    nice python bench/bench_data.py --quick    # 60 images, fewer repetitions (~1 min)
+    nice python bench/bench_data.py --quick    # 60 images, 5 passes (~1 min)
+    nice python bench/bench_data.py --quick --sizes 448 --no-eval   # the 448 training pipelines only
 
 Input: generated 640x480 JPEGs (quality 90, smooth colour fields with edges and grain,
 ~70 KB each, a COCO-like size) in a temporary folder, read from the page cache.
@@ -17,13 +18,13 @@ Train pipelines (size s = 224 and 448), each ending with its collator on batches
   then ``torch.stack``. The official CutoutPIL draws the hole centre with
   ``np.random.randint``; here ``random.randrange`` (the same uniform law) so that both
   pipelines consume the same random draws and can be compared image by image.
-* **hf_mlcls default**: ``build_train_transform(s, mean, std)`` (PIL decode with JPEG
-  draft mode, PIL resize, Cutout, RandAugment with the fast shear/translate/sharpness
-  ops) + ``MultiLabelCollator``.
-* **hf_mlcls default, timm ops**: the same with ``fast_randaugment=False``.
-* **hf_mlcls torchvision**: ``backend="torchvision"`` (libjpeg-turbo decode to a tensor,
-  torchvision's uint8 antialiased resize) + fast RandAugment.
-* **hf_mlcls torchvision, uint8**: the same with ``uint8_output=True``; the collator
+* **hf_mlcls default (torchvision)**: ``build_train_transform(s, mean, std)``
+  (libjpeg-turbo decode to a tensor, torchvision's uint8 antialiased resize, Cutout,
+  RandAugment with the fast shear/translate/sharpness ops) + ``MultiLabelCollator``.
+* **hf_mlcls backend=pil**: ``backend="pil"`` (PIL decode with JPEG draft mode, PIL
+  resize: the official pipeline's pixels) + fast RandAugment.
+* **hf_mlcls backend=pil, timm ops**: the same with ``fast_randaugment=False``.
+* **hf_mlcls torchvision, uint8**: the default with ``uint8_output=True``; the collator
   scales and normalises the batch.
 
 Eval pipelines: plain (``Resize`` -> ``ToTensor`` -> ``Normalize``) against
@@ -31,8 +32,11 @@ Eval pipelines: plain (``Resize`` -> ``ToTensor`` -> ``Normalize``) against
 
 Each pass runs one pipeline over all images with the same seed (so every pipeline
 draws the same augmentations); passes alternate between pipelines (interleaved, order
-rotated); the median pass gives images/s and "vs plain" (the ratio of the medians). One
-torch thread, as in a DataLoader worker.
+rotated), at least 5 passes each; images/s is the median pass with the min-max, and "vs
+plain" is taken pass by pass (plain's time in that round over the pipeline's), median and
+min-max. One torch thread, as in a DataLoader worker; CPU time of the process by default
+(``--clock wall`` for wall time). Results go to bench/results/data.md for
+``python bench/write_docs.py``.
 
 Agreement: with the same seeds, each output is compared with the plain pipeline's in
 0-255 levels (the normalisation undone): the largest difference and the share of values
@@ -50,6 +54,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from collections import Counter
 
 import numpy as np
@@ -58,7 +63,7 @@ import PIL.ImageDraw
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Table, interleaved, machine_line, median  # noqa: E402
+from _common import Fragment, interleaved, median, ratios, spread  # noqa: E402
 
 from hf_mlcls.data import (  # noqa: E402
     MultiLabelCollator,
@@ -158,9 +163,10 @@ def pipelines(size: int, train: bool):
         }
     return {
         "plain (official scripts)": (plain_train(size), stack_collate),
-        "hf_mlcls default (pil)": (build_train_transform(size, MEAN, STD), ours_collate),
-        "hf_mlcls default, timm ops": (build_train_transform(size, MEAN, STD, fast_randaugment=False), ours_collate),
-        "hf_mlcls backend=torchvision": (build_train_transform(size, MEAN, STD, backend="torchvision"), ours_collate),
+        "hf_mlcls default (torchvision)": (build_train_transform(size, MEAN, STD), ours_collate),
+        "hf_mlcls backend=pil": (build_train_transform(size, MEAN, STD, backend="pil"), ours_collate),
+        "hf_mlcls backend=pil, timm ops": (
+            build_train_transform(size, MEAN, STD, backend="pil", fast_randaugment=False), ours_collate),
         "hf_mlcls torchvision, uint8 + collator": (
             build_train_transform(size, backend="torchvision", uint8_output=True), ours_u8_collate),
     }
@@ -196,22 +202,26 @@ def agreement(reference, transform, paths, seeds):
     return worst, differing / total
 
 
-def throughput(size, train, paths, repeats, seeds_for_agreement, table):
+def throughput(size, train, paths, repeats, seeds_for_agreement, table, clock, verdicts):
     pipes = pipelines(size, train)
     fns = {name: (lambda t=t, c=c: one_pass(t, c, paths)) for name, (t, c) in pipes.items()}
-    times = interleaved(fns, repeats=repeats, warmup=1)
+    times = interleaved(fns, repeats=repeats, warmup=1, clock=clock)
     names = list(pipes)
     ref_name = names[0]
-    t_ref = median(times[ref_name])
     reference = pipes[ref_name][0]
     sample = paths[: min(len(paths), 40)]
     for name in names:
-        t = median(times[name])
         if name == ref_name:
             worst, frac = 0, 0.0
         else:
             worst, frac = agreement(reference, pipes[name][0], sample, seeds_for_agreement)
-        table.add("train" if train else "eval", size, name, len(paths) / t, f"{t_ref / t:.2f}x", worst, f"{frac:.1e}")
+        speed = ratios(times, ref_name, name)  # per round: plain's time / this pipeline's
+        table.add("train" if train else "eval", size, name, spread([len(paths) / t for t in times[name]], "{:.1f}"),
+                  spread(speed, "{:.2f}", "x"), worst, f"{frac:.1e}")
+        if train and name == "hf_mlcls default (torchvision)":
+            met = "met" if median(speed) >= 1.5 else "NOT met"
+            verdicts.append(f"default training pipeline at {size} >= 1.5x the official PIL pipeline: "
+                            f"{median(speed):.2f}x (rounds {min(speed):.2f}-{max(speed):.2f}), {met}")
 
 
 def _counting(fn, name, counts):
@@ -222,7 +232,7 @@ def _counting(fn, name, counts):
     return counted
 
 
-def distribution(size, paths, seeds):
+def distribution(size, paths, seeds, report):
     """Plain vs hf_mlcls torchvision pipeline, independent seeds, statistics paired by image."""
     runs = {"plain": (plain_train(size), 0),
             "torchvision": (build_train_transform(size, MEAN, STD, backend="torchvision"), 10_000)}
@@ -249,7 +259,7 @@ def distribution(size, paths, seeds):
         stats[name] = np.array(rows)
         ops[name] = counts
     n = len(stats["plain"])
-    table = Table(["statistic (size %d, %d outputs each)" % (size, n), "plain (official scripts)",
+    table = report.table(["statistic (size %d, %d outputs each)" % (size, n), "plain (official scripts)",
                    "hf_mlcls backend=torchvision", "difference, paired by image"])
     for j, label in enumerate(("mean level", "std of levels", "mean abs. change vs the un-augmented image")):
         a, b = stats["plain"][:, j], stats["torchvision"][:, j]
@@ -263,36 +273,52 @@ def distribution(size, paths, seeds):
         se = np.sqrt((a + b) / n)
         table.add(label, f"{a:.3f} ± {np.sqrt(a / n):.3f}", f"{b:.3f} ± {np.sqrt(b / n):.3f}", f"{b - a:+.3f} ± {se:.3f}")
     expected = 2 * 0.5
-    print(f"\n± is one standard error. Expected ops per image: {expected:.1f} (2 layers, p = 0.5 each); "
-          f"geometric: {expected * 5 / 14:.3f} (5 of the 14 ops).")
+    report.add()
+    report.add(f"± is one standard error. Expected ops per image: {expected:.1f} (2 layers, p = 0.5 each); "
+               f"geometric: {expected * 5 / 14:.3f} (5 of the 14 ops).")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="*", default=[224, 448])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved passes per pipeline (at least 5)")
     parser.add_argument("--dist-seeds", type=int, default=5, help="seeds per image for the distribution table")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True, help="also time the eval pipelines")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="cpu: the process's CPU time (one thread, so the work done; steady on a shared machine)")
+    parser.add_argument("--quick", action="store_true", help="60 images, 5 passes, 2 distribution seeds")
     args = parser.parse_args()
     if args.quick:
-        args.images, args.repeats, args.dist_seeds = 60, 3, 2
+        args.images, args.repeats, args.dist_seeds = 60, 5, 2
+    if args.repeats < 5:
+        parser.error("--repeats: at least 5")
     torch.set_num_threads(1)
-    print(f"# bench_data: {machine_line()}, 1 torch thread (a DataLoader worker's setting)")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    report = Fragment("data")
     with tempfile.TemporaryDirectory() as folder:
         paths = make_images(folder, args.images)
         kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
-        print(f"# {len(paths)} generated 640x480 JPEGs, {kb:.0f} KB on average; batches of {BATCH}, "
-              f"{args.repeats} interleaved passes per pipeline, medians\n")
-        table = Table(["transform", "size", "pipeline", "images/s", "vs plain", "max diff vs plain (levels)",
-                       "values differing"])
-        for train in (True, False):
+        report.add(f"{len(paths)} generated 640x480 JPEGs, {kb:.0f} KB on average; batches of {BATCH}; 1 torch thread "
+                   f"(a DataLoader worker's setting); {args.repeats} interleaved passes per pipeline, {args.clock} time; "
+                   "each cell the median with the min-max over the passes, 'vs plain' taken pass by pass.")
+        report.add()
+        table = report.table(["transform", "size", "pipeline", "images/s", "vs plain", "max diff vs plain (levels)",
+                              "values differing"], ["l", "r", "l", "r", "r", "r", "r"])
+        verdicts = []
+        for train in (True, False) if args.eval else (True,):
             for size in args.sizes:
-                throughput(size, train, paths, args.repeats, range(2), table)
-        print("\n'max diff' and 'values differing': outputs compared with the plain pipeline's under the same "
-              "seeds, in 0-255 levels, on the first 40 images x 2 seeds.\n")
+                throughput(size, train, paths, args.repeats, range(2), table, clock, verdicts)
+        report.add()
+        report.add("'max diff' and 'values differing': outputs compared with the plain pipeline's under the same "
+                   "seeds, in 0-255 levels, on the first 40 images x 2 seeds.")
+        report.add()
+        for line in verdicts:
+            report.add(f"- {line}")
+        report.add()
         size = 448 if 448 in args.sizes else args.sizes[-1]
-        distribution(size, paths[: min(len(paths), 100)], range(args.dist_seeds))
+        distribution(size, paths[: min(len(paths), 100)], range(args.dist_seeds), report)
+    report.write()
 
 
 if __name__ == "__main__":

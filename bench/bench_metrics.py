@@ -14,17 +14,22 @@ Cases, with a fixed seed:
 Scores are float32, per class a random permutation of N distinct values: no ties, so the
 official code's default (unstable) argsort gives a well-defined order and both sides must
 agree exactly. Every class gets at least one positive (the official code has no notion of
-a skipped class). Times are wall-clock: ours the best of 3 runs (a run takes seconds at
-most, so it is the most exposed to other jobs), each reference a single run.
+a skipped class).
 
-The reference for `mAP_voc` loops over the samples in Python, as the official code does; on
-the 20,000 x 9,605 case it is timed on a subset of classes and extrapolated linearly in the
-number of classes (said so in the table).
+Timing: for each metric, ours and the reference run in interleaved rounds in this one
+process (ours, reference, reference, ours, ... the order rotated every round), at least 5
+rounds, the same number of calls on both sides; each round gives one ratio (reference time /
+ours), and the table shows the median with the min-max over the rounds. Outputs are compared
+on every call (max abs difference over all classes and rounds). Both sides are
+single-threaded NumPy, timed by default in the process's CPU time (``--clock cpu``): on a
+machine shared with other jobs a wall-clock round also counts the time slices the others
+held, which swamps the ratio; ``--clock wall`` times wall clock. The load average is printed
+before and after, and the results go to bench/results/metrics.md for
+``python bench/write_docs.py``.
 """
 
 import argparse
 import os
-import platform
 import sys
 import time
 from functools import partial
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import Fragment, interleaved, median, spread  # noqa: E402
 from _reference_metrics import asl_ap_per_class, lean_ap_per_class, voc_ap_per_class  # noqa: E402
 
 from hf_mlcls.metrics import average_precision, compute  # noqa: E402
@@ -54,69 +60,85 @@ def make_case(n: int, c: int, density: float, seed: int = 0):
     return scores, targets
 
 
-def timed(fn, repeats: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def interleaved_pair(ours, reference, scale: float, rounds: int, clock):
+    """Time ``ours()`` and ``reference()`` in interleaved rounds; every call's output is kept
+    for the comparison. Returns (ours seconds, reference seconds x scale, per-round ratios, max
+    abs difference between the outputs on the reference's classes)."""
+    results = {"ours": [], "reference": []}
+
+    def keep(name, fn):
+        return lambda: results[name].append(fn())
+
+    times = interleaved({"ours": keep("ours", ours), "reference": keep("reference", reference)}, repeats=rounds, warmup=0,
+                        clock=clock)
+    t_ref = [t * scale for t in times["reference"]]
+    diff = max(
+        float(np.abs(a[: len(b)] - b).max()) for a in results["ours"] for b in results["reference"]
+    )
+    return times["ours"], t_ref, [r / o for r, o in zip(t_ref, times["ours"])], diff
 
 
-def bench_case(n, c, density, voc_ref_classes, asl_ref_classes, repeats):
+def bench_case(n, c, density, voc_ref_classes, rounds, lean, table, verdicts, clock):
     scores, targets = make_case(n, c, density)
-    rows, ours_by_definition = [], {}
-    for name, definition, ref_fn, ref_classes in (
-        ("mAP", "asl", asl_ap_per_class, asl_ref_classes),
-        ("mAP vs a lean loop", "asl", lean_ap_per_class, asl_ref_classes),
-        ("mAP_voc", "voc", voc_ap_per_class, voc_ref_classes),
-    ):
-        if definition not in ours_by_definition:
-            ours_by_definition[definition] = timed(partial(average_precision, scores, targets, definition), repeats)
-        t_ours, ours = ours_by_definition[definition]
+    average_precision(scores[:, :8], targets[:, :8])  # first-call costs (imports, page faults) out of the rounds
+    case = f"{n:,} x {c:,}"
+    contenders = [("mAP", "asl", asl_ap_per_class, None), ("mAP_voc", "voc", voc_ap_per_class, voc_ref_classes)]
+    if lean:
+        contenders.insert(1, ("mAP vs a lean loop", "asl", lean_ap_per_class, None))
+    for name, definition, ref_fn, ref_classes in contenders:
         k = min(c, ref_classes or c)
-        t_ref, ref = timed(partial(ref_fn, scores[:, :k], targets[:, :k]))
-        note = "" if k == c else f"reference timed on {k} of {c} classes, x{c / k:.1f}"
-        t_ref *= c / k
-        diff = np.abs(ours[:k] - ref).max()
-        rows.append((f"{n:,} x {c:,}", name, t_ours, t_ref, t_ref / t_ours, diff, note))
-    t_all, _ = timed(partial(compute, scores, targets), repeats)
-    rows.append((f"{n:,} x {c:,}", "compute() (all metrics)", t_all, float("nan"), float("nan"), float("nan"), ""))
-    return rows
+        ours_t, ref_t, ratio, diff = interleaved_pair(
+            partial(average_precision, scores, targets, definition),
+            partial(ref_fn, scores[:, :k], targets[:, :k]),
+            c / k,
+            rounds,
+            clock,
+        )
+        note = "" if k == c else f"reference timed on {k} of {c:,} classes, x{c / k:.1f}"
+        table.add(case, name, spread(ours_t, "{:.3f}"), spread(ref_t, "{:.2f}"), spread(ratio, "{:.1f}", "x"),
+                  f"{diff:.1e}", note)
+        goal = GOALS.get(name)
+        if goal:
+            met = median(ratio) >= goal and diff <= 1e-9
+            verdicts.append(f"`{name}` >= {goal:.0f}x on {case}: {median(ratio):.1f}x (rounds {min(ratio):.1f}-"
+                            f"{max(ratio):.1f}), {'met' if met else 'NOT met'}; max abs diff {diff:.1e}")
+    times = interleaved({"compute": partial(compute, scores, targets)}, repeats=rounds, warmup=0, clock=clock)["compute"]
+    table.add(case, "compute() (all metrics)", spread(times, "{:.3f}"), "", "", "", "ours alone")
+
+
+GOALS = {"mAP": 5.0, "mAP_voc": 50.0}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the 40,137 x 80 case")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per comparison (at least 5)")
+    parser.add_argument("--lean", action="store_true", help="also time a lean per-class loop (one sort per class)")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="CPU time of the process, or wall clock")
     parser.add_argument(
         "--voc-ref-classes", type=int, default=96, help="classes the slow VOC reference runs on (big case)"
     )
     args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds: at least 5")
 
-    print(
-        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+    report = Fragment("metrics")
+    report.add(
+        f"numpy {np.__version__}, torch threads {torch.get_num_threads()}; {args.rounds} interleaved rounds per row, "
+        f"{args.clock} time; each cell is the median with the min-max over the rounds; the speed-up is taken round by round."
     )
-    rows = bench_case(40137, 80, 0.036, voc_ref_classes=None, asl_ref_classes=None, repeats=3)
+    report.add()
+    table = report.table(["scores (N x C)", "metric", "ours (s)", "reference (s)", "speed-up", "max abs diff", "note"],
+                         ["l", "l", "r", "r", "r", "r", "l"])
+    verdicts = []
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    bench_case(40137, 80, 0.036, None, args.rounds, args.lean, table, verdicts, clock)
     if not args.quick:
-        rows += bench_case(20000, 9605, 0.001, voc_ref_classes=args.voc_ref_classes, asl_ref_classes=None, repeats=3)
-
-    print()
-    print("| scores (N x C) | metric | ours (s) | reference (s) | speed-up | max abs diff | note |")
-    print("|---|---|---:|---:|---:|---:|---|")
-    for case, name, t_ours, t_ref, ratio, diff, note in rows:
-        ref = "" if np.isnan(t_ref) else f"{t_ref:.2f}"
-        speed = "" if np.isnan(ratio) else f"{ratio:.1f}x"
-        d = "" if np.isnan(diff) else f"{diff:.1e}"
-        print(f"| {case} | {name} | {t_ours:.3f} | {ref} | {speed} | {d} | {note} |")
-
-    print()
-    goals = {("20,000 x 9,605", "mAP"): 5.0, ("40,137 x 80", "mAP_voc"): 50.0}
-    for case, name, _, _, ratio, diff, _ in rows:
-        if (case, name) in goals:
-            goal = goals[case, name]
-            verdict = "met" if ratio >= goal else "NOT met"
-            print(f"goal {name} >= {goal:.0f}x on {case}: {ratio:.1f}x, {verdict}; max abs diff {diff:.1e}")
+        bench_case(20000, 9605, 0.001, args.voc_ref_classes, args.rounds, args.lean, table, verdicts, clock)
+    report.add()
+    for line in verdicts:
+        report.add(f"- {line}")
+    report.write()
 
 
 if __name__ == "__main__":

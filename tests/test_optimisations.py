@@ -24,10 +24,23 @@ import os
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
+import pytest
 import torch
+from transformers import TrainingArguments
 
-from hf_mlcls.data import build_train_transform
+from hf_mlcls import create_model
+from hf_mlcls.data import MultiLabelCollator, apply_transforms, build_train_transform, load_multilabel_dataset
+from hf_mlcls.data import transforms_from_image_processor
+from hf_mlcls.metrics import compute_metrics
 from hf_mlcls.models.layers import GroupWiseLinear
+from hf_mlcls.training import MultiLabelTrainer, RecipeArguments
+
+LABELS = {i: f"label{i}" for i in range(5)}
+
+
+def tiny(name: str, **overrides):
+    sizes = dict(hidden_dim=96, dim_feedforward=64) if name.startswith("q2l") else dict(decoder_embedding=32, dim_feedforward=48)
+    return create_model(name, backbone="test_resnet", id2label=LABELS, image_size=64, **{**sizes, **overrides})
 
 
 def test_group_wise_linear_einsum_equals_the_elementwise_product_and_sum():
@@ -84,3 +97,177 @@ def test_reduced_scale_decoding_stays_close_to_a_full_decode(tmp_path):
     fast = build_train_transform(448, cutout=False, randaugment=False, uint8_output=True)(path)
     full = build_train_transform(448, cutout=False, randaugment=False, uint8_output=True, draft=False)(path)
     assert torch.equal(fast, full)
+
+
+# --------------------------------------------------------------------------- no device-to-host reads per step
+
+
+@pytest.mark.parametrize("name", ["q2l-r101-448", "mldecoder-tresnetm-224"])
+def test_a_training_step_reads_nothing_back_from_the_device(name):
+    """On the meta device every read of a value (``.item()``, ``bool()``) raises, exactly where a GPU
+    would stall the host: a forward + backward with labels must do none. (The input checks used to.)"""
+    model = tiny(name).to("meta").train()
+    out = model(torch.empty(2, 3, 64, 64, device="meta"), labels=torch.empty(2, 5, device="meta"))
+    out.loss.backward()
+    assert out.logits.shape == (2, 5)
+
+
+def test_zero_shot_label_embeddings_are_checked_once_per_value(monkeypatch):
+    model = tiny("mldecoder-tresnetm-224", zero_shot=True, label_embedding_dim=12, num_groups=-1).train()
+    model.set_label_embeddings(torch.randn(5, 12))
+    checks = []
+    isnan = torch.isnan
+
+    def counting(x, *args, **kwargs):
+        if x is model.model.label_embeddings:
+            checks.append(1)
+        return isnan(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "isnan", counting)
+    x, labels = torch.rand(2, 3, 64, 64), torch.zeros(2, 5)
+    for _ in range(3):
+        model(x, labels=labels)
+    assert len(checks) == 1
+    with torch.no_grad():
+        model.model.label_embeddings[2, 0] = float("nan")  # an in-place write: checked again, and refused
+    with pytest.raises(ValueError, match="no label embeddings"):
+        model(x, labels=labels)
+    model.set_label_embeddings(torch.randn(5, 12))  # a new tensor: checked again
+    model(x, labels=labels)
+    assert len(checks) == 3
+
+
+def test_the_collator_checks_values_on_the_host_and_names_the_row():
+    rows = [{"pixel_values": torch.rand(3, 8, 8), "labels": torch.tensor([1.0, 0.0, -1.0])} for _ in range(3)]
+    assert MultiLabelCollator()(rows)["pixel_values"].shape == (3, 3, 8, 8)
+    rows[2]["pixel_values"] = rows[2]["pixel_values"].clone()
+    rows[2]["pixel_values"][1, 4, 4] = float("inf")
+    with pytest.raises(ValueError, match="pixel_values of batch row 2 contain NaN or inf"):
+        MultiLabelCollator()(rows)
+    rows[2]["pixel_values"] = torch.rand(3, 8, 8)
+    rows[1]["labels"] = torch.tensor([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match=r"labels of batch row 1 hold 0.5 at class 1"):
+        MultiLabelCollator()(rows)
+
+
+def test_cpu_inputs_are_still_checked_by_the_model():
+    model = tiny("q2l-r101-448").eval()
+    huge = torch.full((1, 3, 64, 64), 3e38)  # finite, but the sum overflows: must not be called NaN
+    assert model(huge).logits.shape == (1, 5)
+    huge[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model(huge)
+
+
+# --------------------------------------------------------------------------- evaluating the EMA only
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return load_multilabel_dataset("demo", str(tmp_path_factory.mktemp("demo")), num_train=16, num_validation=8, image_size=32)
+
+
+def _trainer(demo, output_dir, recipe, **args):
+    names = demo["train"].features["labels"].feature.names
+    torch.manual_seed(0)
+    model = create_model("q2l-r101-448", backbone="test_resnet", hidden_dim=96, dim_feedforward=64, image_size=32,
+                         id2label=dict(enumerate(names)), image_mean=None, image_std=None)
+    processor = model.build_image_processor()
+    train = apply_transforms(demo["train"], transforms_from_image_processor(processor, train=True, randaugment=False, cutout=False))
+    evaluation = apply_transforms(demo["validation"], eval_transform=transforms_from_image_processor(processor, train=False))
+    settings = dict(output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=8, per_device_eval_batch_size=8,
+                    eval_strategy="epoch", save_strategy="no", report_to="none", remove_unused_columns=False,
+                    label_names=["labels"], use_cpu=True, disable_tqdm=True)
+    return MultiLabelTrainer(model=model, args=TrainingArguments(**{**settings, **args}), train_dataset=train,
+                             eval_dataset=evaluation, data_collator=MultiLabelCollator(), compute_metrics=compute_metrics,
+                             recipe=recipe)
+
+
+def test_eval_ema_only_evaluates_the_ema_alone(demo, tmp_path):
+    both = _trainer(demo, tmp_path / "both", RecipeArguments(ema_decay=0.9)).evaluate()
+    trainer = _trainer(demo, tmp_path / "ema", RecipeArguments(ema_decay=0.9, eval_ema_only=True))
+    calls = []
+    predict = trainer.prediction_step
+    trainer.prediction_step = lambda *a, **k: calls.append(1) or predict(*a, **k)
+    only = trainer.evaluate()
+    assert "eval_ema_mAP" in only and "eval_mAP" not in only
+    assert "eval_mAP" in both and "eval_ema_mAP" in both
+    assert len(calls) == 1  # one pass over the 8 validation images (one batch), not two
+    assert only["eval_ema_mAP"] == pytest.approx(both["eval_ema_mAP"])
+
+
+def test_eval_ema_only_refuses_what_it_cannot_serve(demo, tmp_path):
+    with pytest.raises(ValueError, match="eval_ema_only needs the EMA"):
+        _trainer(demo, tmp_path, RecipeArguments(ema_decay=0.0, eval_ema_only=True))
+    with pytest.raises(ValueError, match="metric_for_best_model='mAP' is never reported"):
+        _trainer(demo, tmp_path, RecipeArguments(ema_decay=0.9, eval_ema_only=True), metric_for_best_model="mAP")
+    _trainer(demo, tmp_path, RecipeArguments(ema_decay=0.9, eval_ema_only=True), metric_for_best_model="ema_mAP")
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _select_labels_per_label_loop(scores, id2label, threshold=0.5, top_k=None):
+    """The per-label loop select_labels replaced (ties made deterministic: lower label first)."""
+    rows = []
+    for row in scores:
+        order = torch.argsort(row, descending=True, stable=True).tolist()
+        chosen = order[:top_k] if top_k else [i for i in order if row[i] >= threshold]
+        rows.append([{"label": id2label[i], "score": round(float(row[i]), 6)} for i in chosen])
+    return rows
+
+
+def test_select_labels_equals_the_per_label_loop():
+    from hf_mlcls.inference import select_labels
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(7, 40, generator=gen)
+    scores[2, [3, 9, 17]] = 0.75  # ties: lower label first
+    scores[3] = 0.1  # no label passes
+    scores[4, 5] = 0.5  # exactly at the threshold: chosen
+    scores[5] = 0.3  # all tied: top_k takes the lowest labels
+    id2label = {i: f"name{i}" for i in range(40)}
+    for kwargs in ({}, {"threshold": 0.9}, {"threshold": 0.0}, {"top_k": 3}, {"top_k": 1}, {"top_k": 100}):
+        assert select_labels(scores, id2label, **kwargs) == _select_labels_per_label_loop(scores, id2label, **kwargs), kwargs
+    assert select_labels(torch.zeros(0, 40), id2label) == []
+
+
+def test_predict_files_decodes_each_image_once(tmp_path, monkeypatch):
+    from hf_mlcls import inference
+
+    paths = [_photo(os.path.join(tmp_path, f"{i}.jpg"), seed=i) for i in range(5)]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths.insert(2, str(tmp_path / "broken.jpg"))
+    opened = []
+    pil_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: opened.append(fp) or pil_open(fp, *a, **k))
+    model = tiny("mldecoder-tresnetm-224").eval()
+    results = inference.predict_files(model, paths, threshold=0.0, batch_size=2, progress=False)
+    assert sorted(map(str, opened)) == sorted(paths)  # once each, the broken one included
+    assert [r["image"] for r in results] == paths
+    assert "error" in results[2] and results[2]["labels"] == []
+    monkeypatch.setattr(PIL.Image, "open", pil_open)
+    good = [p for p in paths if "broken" not in p]
+    expected = inference.select_labels(inference.predict_probabilities(model, good, progress=False), LABELS, 0.0)
+    assert [r["labels"] for r in results if "error" not in r] == expected
+
+
+# --------------------------------------------------------------------------- benchmark results into the docs
+
+
+def test_write_docs_replaces_each_results_block_by_its_file_and_refuses_a_missing_one(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "write_docs", os.path.join(os.path.dirname(__file__), os.pardir, "bench", "write_docs.py")
+    )
+    write_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(write_docs)
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "a.md").write_text("| new | table |\n")
+    docs = "intro\n<!-- results: bench/results/a.md -->\n| old | figures |\n<!-- end results -->\noutro\n"
+    text, used = write_docs.splice(docs, root=str(tmp_path))
+    assert text == "intro\n<!-- results: bench/results/a.md -->\n| new | table |\n<!-- end results -->\noutro\n"
+    assert used == ["bench/results/a.md"] and write_docs.splice(text, root=str(tmp_path))[0] == text
+    with pytest.raises(FileNotFoundError, match="bench/results/b.md"):
+        write_docs.splice(docs.replace("a.md", "b.md"), root=str(tmp_path))

@@ -96,6 +96,13 @@ def find_images(inputs: Iterable[str]) -> list[str]:
     return found
 
 
+def _scores(model, logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if getattr(model.config, "problem_type", None) == "single_label_classification":
+        return logits.softmax(-1).cpu()
+    return logits.sigmoid().cpu()
+
+
 @torch.no_grad()
 def predict_probabilities(model, images: Sequence, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
     """Sigmoid scores (N, C) for PIL images or paths; images that cannot be read raise ImageOpenError.
@@ -112,40 +119,70 @@ def predict_probabilities(model, images: Sequence, batch_size: int = 32, progres
     for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
         # open_rgb names an unreadable file; it decodes with the processor's own to_rgb
         batch = torch.stack([processor.pixel_values(open_rgb(image)) for image in images[start : start + batch_size]])
-        logits = model(batch.to(device)).logits.float()
-        if getattr(model.config, "problem_type", None) == "single_label_classification":
-            outputs.append(logits.softmax(-1).cpu())
-        else:
-            outputs.append(logits.sigmoid().cpu())
+        outputs.append(_scores(model, model(batch.to(device)).logits))
     return torch.cat(outputs) if outputs else torch.zeros(0, model.config.num_labels)
 
 
 def select_labels(scores: torch.Tensor, id2label: dict, threshold: float = 0.5, top_k: int | None = None) -> list[list[dict]]:
-    """Per image: labels above ``threshold`` (or the ``top_k`` best), highest score first."""
-    rows = []
-    for row in scores:
-        order = torch.argsort(row, descending=True).tolist()
-        chosen = order[:top_k] if top_k else [i for i in order if row[i] >= threshold]
-        rows.append([{"label": id2label[i], "score": round(float(row[i]), 6)} for i in chosen])
-    return rows
+    """Per image: labels at or above ``threshold`` (or the ``top_k`` best), highest score first; equal scores in
+    label order.
+
+    No loop over labels: the chosen entries are found for all images at once (a threshold, or the ``top_k``-th
+    highest score of each image from ``torch.topk``), only they are sorted, and only they become dicts.
+    """
+    scores = torch.as_tensor(scores).detach().float().cpu()
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (num_images, num_labels), got shape {tuple(scores.shape)}")
+    n, c = scores.shape
+    s = scores.numpy()
+    k = min(int(top_k), c) if top_k else 0
+    if k:
+        threshold = torch.topk(scores, k, dim=1).values[:, -1:].numpy()  # each image's k-th highest score
+    rows, labels = np.nonzero(s >= threshold)
+    values = s[rows, labels]
+    order = np.lexsort((labels, -values, rows))  # by image, then score descending, then label
+    rows, labels, values = rows[order], labels[order], values[order]
+    if k:  # ties at the k-th score can let more than k through: keep each image's first k
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+        keep = rank < k
+        rows, labels, values = rows[keep], labels[keep], values[keep]
+    out: list[list[dict]] = [[] for _ in range(n)]
+    for r, i, v in zip(rows.tolist(), labels.tolist(), values.tolist()):
+        out[r].append({"label": id2label[i], "score": round(v, 6)})
+    return out
 
 
+@torch.no_grad()
 def predict_files(
     model, paths: Sequence[str], threshold: float = 0.5, top_k: int | None = None, batch_size: int = 32, progress: bool = True
 ) -> list[dict]:
-    """Predictions for image files; a file that cannot be read gets an ``error`` instead of labels."""
-    readable, results = [], {}
-    for path in paths:
-        try:
-            open_rgb(path)
-            readable.append(path)
-        except ImageOpenError as err:
-            logger.warning("skipping %s: %s", path, err)
-            results[path] = {"image": path, "labels": [], "error": str(err)}
-    scores = predict_probabilities(model, readable, batch_size=batch_size, progress=progress)
-    for path, labels in zip(readable, select_labels(scores, model.config.id2label, threshold, top_k)):
-        results[path] = {"image": path, "labels": labels}
-    return [results[p] for p in paths]
+    """Predictions for image files; a file that cannot be read gets an ``error`` instead of labels.
+
+    Each file is decoded once, by the transform, a batch at a time.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    processor = model.build_image_processor()
+    device = next(model.parameters()).device
+    id2label = model.config.id2label
+    results = []
+    batches = range(0, len(paths), batch_size)
+    for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
+        tensors, readable, batch_results = [], [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                tensors.append(processor.pixel_values(open_rgb(path)))  # its one decode (open_rgb names a bad file)
+                readable.append(len(batch_results))
+                batch_results.append({"image": path, "labels": []})
+            except ImageOpenError as err:
+                logger.warning("skipping %s: %s", path, err)
+                batch_results.append({"image": path, "labels": [], "error": str(err)})
+        if tensors:
+            scores = _scores(model, model(torch.stack(tensors).to(device)).logits)
+            for at, labels in zip(readable, select_labels(scores, id2label, threshold, top_k)):
+                batch_results[at]["labels"] = labels
+        results.extend(batch_results)
+    return results
 
 
 def write_predictions(results: list[dict], output: str | None, fmt: str | None = None) -> str:

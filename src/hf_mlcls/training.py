@@ -42,6 +42,14 @@ class RecipeArguments:
         metadata={"help": "'adamw' (Query2Label) or 'adam' (ML-Decoder: Adam with L2 weight decay in the gradient)"},
     )
     ema_decay: float = field(default=0.9997, metadata={"help": "decay of the weights' EMA; 0 disables the EMA"})
+    eval_ema_only: bool = field(
+        default=False,
+        metadata={
+            "help": "evaluate only the EMA weights (eval_ema_* metrics), not the raw ones: halves evaluation time, "
+            "but the raw weights' metrics are not reported and cannot choose the best checkpoint. Off by default, "
+            "as both official recipes evaluate both (Query2Label main_mlc.py, ML-Decoder train.py)"
+        },
+    )
     backbone_trainable_layers: list[str] | None = field(
         default=None,
         metadata={"help": "train only backbone parameters whose name contains one of these (Query2Label's ResNet: layer2 layer3 layer4)"},
@@ -201,6 +209,15 @@ class MultiLabelTrainer(Trainer):
         if self.eval_label_sets:
             self._check_label_sets()
         self.ema = None
+        if self.recipe.eval_ema_only:
+            best = self.args.metric_for_best_model
+            if self.recipe.ema_decay <= 0:
+                raise ValueError("eval_ema_only needs the EMA: set ema_decay > 0, or leave eval_ema_only off")
+            if best and not best.removeprefix("eval_").startswith("ema_"):
+                raise ValueError(
+                    f"eval_ema_only leaves the raw weights unevaluated, so metric_for_best_model={best!r} is never "
+                    "reported; use an EMA metric (e.g. ema_mAP) or leave eval_ema_only off"
+                )
         if self.recipe.ema_decay > 0:
             from timm.utils import ModelEmaV3
 
@@ -312,8 +329,9 @@ class MultiLabelTrainer(Trainer):
 
     # ---- evaluation ---------------------------------------------------------------------
     def _evaluate_raw_and_ema(self, dataset, ignore_keys, prefix: str) -> dict[str, float]:
-        """The Trainer's evaluation of the raw weights (``prefix_*``), then of the EMA (``prefix_ema_*``)."""
-        metrics = super().evaluate(dataset, ignore_keys, prefix)
+        """The Trainer's evaluation of the raw weights (``prefix_*``), then of the EMA (``prefix_ema_*``);
+        of the EMA only with ``RecipeArguments.eval_ema_only``."""
+        metrics = {} if self.ema is not None and self.recipe.eval_ema_only else super().evaluate(dataset, ignore_keys, prefix)
         if self.ema is not None:
             _swap_weights(self.model, self.ema.module)
             try:

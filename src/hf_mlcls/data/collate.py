@@ -78,4 +78,22 @@ class MultiLabelCollator:
             elif not pixel_values.dtype.is_floating_point:
                 pixel_values = pixel_values.float()
         labels = torch.stack([self._labels(r) for r in rows]).float()
+        _check_values(pixel_values, labels, uint8_input=all(x.dtype == torch.uint8 for x in images))
         return {"pixel_values": pixel_values, "labels": labels}
+
+
+def _check_values(pixel_values: torch.Tensor, labels: torch.Tensor, uint8_input: bool) -> None:
+    """The batch's values, checked here on the host, once per batch, before the Trainer moves it to a
+    device: the models check values only on the CPU (on an accelerator that would stall every step for
+    a device-to-host read), so this is where a GPU run catches a bad image or label. Names the row."""
+    if not uint8_input and not bool(torch.isfinite(pixel_values.sum())):
+        bad = (~torch.isfinite(pixel_values.flatten(1))).any(1).nonzero().flatten()
+        if len(bad):
+            raise ValueError(f"pixel_values of batch row {int(bad[0])} contain NaN or inf values")
+    valid = (labels == 0) | (labels == 1) | (labels == -1)
+    if not bool(valid.all()):
+        row, col = (~valid).nonzero()[0].tolist()
+        raise ValueError(
+            f"labels of batch row {row} hold {labels[row, col].item()!r} at class {col}; "
+            "labels may only hold 1 (present), 0 (absent) and -1 (unknown)"
+        )

@@ -66,8 +66,26 @@ def check_pixel_values(pixel_values: Tensor) -> None:
             f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}; scale uint8 images to floats "
             "with the model's image processor (or hf_mlcls.data.build_eval_transform)"
         )
-    if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+    if values_checked_here(pixel_values) and not all_finite(pixel_values):
         raise ValueError("pixel_values contains NaN or inf values")
+
+
+def values_checked_here(tensor: Tensor) -> bool:
+    """Whether the model checks a tensor's *values*: only on the CPU, where that costs no device-to-host sync.
+
+    On an accelerator, reading a check's result back would stall the host until the device's queue is
+    drained, every step; there the data side checks the batch on the host before it is moved
+    (``hf_mlcls.data.MultiLabelCollator``). Shapes and dtypes are checked on every device (no sync).
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def all_finite(tensor: Tensor) -> bool:
+    """``torch.isfinite(tensor).all()``, in one reduction: the sum is finite unless an element is NaN or
+    infinite (then checked element by element, since finite values can also overflow the sum)."""
+    if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
 def check_pixel_dtype(pixel_values: Tensor, dtype: torch.dtype) -> None:
@@ -102,7 +120,7 @@ def check_labels(labels: Tensor, logits: Tensor) -> None:
             f"labels must have shape (batch, num_labels) = {tuple(logits.shape)}, got {tuple(labels.shape)}; "
             "labels are a float multi-hot matrix with -1 for unknown entries"
         )
-    if torch.compiler.is_compiling():
+    if not values_checked_here(labels):
         return
     valid = (labels == 0) | (labels == 1) | (labels == -1)
     if not valid.all():

@@ -153,11 +153,19 @@ class MLDecoderModel(MLDecoderPreTrainedModel):
                 raise ValueError("extra_queries is a zero-shot training augmentation (zero_shot=True)")
             return self.query_embed.weight
         embeddings = self.label_embeddings
-        if not torch.compiler.is_compiling() and torch.isnan(embeddings).any():
-            raise ValueError(
-                "this zero-shot ML-Decoder has no label embeddings; call set_label_embeddings(...) "
-                "or set_label_names(...) first"
-            )
+        # checked once per value of the buffer, not every step (reading the result back would stall an
+        # accelerator): the tensor remembers the version it was checked at; an in-place write bumps the
+        # version, and a new tensor (set_label_embeddings, .to(device), loading) has no mark
+        # (tensors made under inference_mode have no version: they are checked every time)
+        version = None if embeddings.is_inference() else embeddings._version
+        if not torch.compiler.is_compiling() and (version is None or getattr(embeddings, "_checked_version", None) != version):
+            if torch.isnan(embeddings).any():
+                raise ValueError(
+                    "this zero-shot ML-Decoder has no label embeddings; call set_label_embeddings(...) "
+                    "or set_label_names(...) first"
+                )
+            if version is not None:
+                embeddings._checked_version = version
         if self.training and self.config.query_noise_std > 0:
             # the paper's additive query noise: Gaussian noise on the label embeddings
             embeddings = embeddings + torch.randn_like(embeddings) * self.config.query_noise_std
