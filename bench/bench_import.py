@@ -35,10 +35,41 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def write_results(path: str, result: dict, names: list[str], argv: list[str]) -> None:
+    import platform
+
+    import torch
+
+    lb, la = result["load_before"], result["load_after"]
+    lines = [
+        f"Written by `python bench/bench_import.py {' '.join(argv)}`.".replace(" `.", "`."),
+        f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, Python {platform.python_version()}, torch "
+        f"{torch.__version__}; load average (1 / 5 / 15 min) {lb[0]:.1f} / {lb[1]:.1f} / {lb[2]:.1f} at the start, "
+        f"{la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} at the end.",
+        "",
+        f"Each of {result['rounds']} rounds starts the three commands as fresh processes, in an order that rotates; "
+        "ratios are per round (wall clock).",
+        "",
+        "| command | median s (min-max) | time / `import torch` |",
+        "|---|---:|---:|",
+    ]
+    for name in names:
+        row = result["rows"][name]
+        lines.append(f"| `{name}` | {row['median_s']:.3f} ({row['min_s']:.3f}-{row['max_s']:.3f}) | "
+                     f"{row['ratio_median']:.2f}x ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) |")
+    worst = max(result["rows"][n]["ratio_median"] for n in names[1:])
+    lines += ["", f"- Both at most 1.5x `import torch`: {'met' if worst <= 1.5 else 'not met'} (worst median {worst:.2f}x)."]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "import.md"),
+                        help="markdown for docs/benchmarks.md (spliced in by bench/write_docs.py)")
     args = parser.parse_args(argv)
     cmds = commands()
     names = list(cmds)
@@ -65,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['ratio_median']:>10.2f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})")
     worst = max(result["rows"][n]["ratio_median"] for n in names[1:])
     print(f"target <= 1.5x import torch: {'met' if worst <= 1.5 else 'NOT met'} (worst median {worst:.2f}x)")
+    write_results(args.results, result, names, sys.argv[1:] if argv is None else argv)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=1)

@@ -36,6 +36,7 @@ NOT_RUN_REASONS = (
     "installs packages",  # pip install lines: proven by .ci/run on a fresh venv
     "runs the whole recipe",  # minutes to hours; the shortened form runs in .ci/run or in a named test
     "starts a server",  # the Space: its browser and endpoint tests run it
+    "runs a benchmark",  # bench/ scripts: minutes, on a quiet machine; docs/benchmarks.md holds their output
 )
 RUN_LANGS = {"python", "bash", "sh", "console", "shell"}
 SHOWN_LANGS = {"text", "json", "yaml", "yml", "csv", "toml", "markdown", "md", ""}
