@@ -9,6 +9,7 @@ so official checkpoints map onto these modules key for key.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -108,7 +109,10 @@ def _without_autocast(hidden_states: Tensor, weight: Tensor):
     autocast's bf16/fp16: Query2Label's official ``GroupWiseLinear`` is an elementwise product and a sum, which
     autocast leaves in fp32, and logits rounded to bf16 (8 bits of mantissa) would tie many scores.
     """
-    return torch.autocast(hidden_states.device.type, enabled=False), hidden_states.to(weight.dtype)
+    device = hidden_states.device.type
+    if not torch.amp.is_autocast_available(device):  # e.g. the meta device: no autocast to switch off
+        return contextlib.nullcontext(), hidden_states.to(weight.dtype)
+    return torch.autocast(device, enabled=False), hidden_states.to(weight.dtype)
 
 
 class GroupWiseLinear(nn.Module):
