@@ -119,7 +119,7 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: Rec
                zs_args: ZeroShotArguments | None = None) -> None:
     """Refuse bad argument values before any data is read or model built, naming the argument."""
     from hf_mlcls.data import list_datasets
-    from hf_mlcls.data.loading import _ALIASES
+    from hf_mlcls.data.loading import _ALIASES, GENERATED_DATASETS
 
     def refuse(message: str) -> None:
         raise SystemExit(f"train.py: {message}")
@@ -130,7 +130,7 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: Rec
     known = list_datasets()
     if _ALIASES.get(name, name) not in known:
         refuse(f"--dataset {data_args.dataset!r} is not a dataset; available: {', '.join(known)}")
-    if data_args.data_dir is None and _ALIASES.get(name, name) != "demo":
+    if data_args.data_dir is None and _ALIASES.get(name, name) not in GENERATED_DATASETS:
         refuse(f"--data_dir is required for --dataset {data_args.dataset!r} (the dataset's root folder)")
     for flag in ("max_train_samples", "max_eval_samples"):
         value = getattr(data_args, flag)

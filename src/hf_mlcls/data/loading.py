@@ -17,6 +17,7 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
     from .nuswide import load_nus_wide
     from .nuswide_zsl import load_nus_wide_zsl
     from .openimages import load_openimages
+    from .shapes import load_shapes
     from .voc import load_voc
 
     return {
@@ -31,8 +32,12 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
         "jsonl": (load_jsonl, {}, "one JSON-lines file per split: image path + label list"),
         "hub": (load_hub, {}, "any datasets repo or save_to_disk folder with an image and a multi-label column"),
         "demo": (load_demo, {}, "built-in 2x2 digit mosaics, 10 classes, generated offline in COCO format"),
+        "shapes": (load_shapes, {}, "built-in coloured shapes, 30 classes named 'colour shape' (zero-shot demo), generated offline in COCO format"),
     }
 
+
+#: built-in datasets generated on first use: data_dir is optional (default under $HF_MLCLS_CACHE)
+GENERATED_DATASETS = ("demo", "shapes")
 
 _ALIASES = {"nuswide": "nus-wide", "nus_wide": "nus-wide", "openimages": "openimages-v6", "open-images-v6": "openimages-v6",
             "openimages_v6": "openimages-v6", "nuswide-zsl": "nus-wide-zsl", "nus_wide_zsl": "nus-wide-zsl"}
@@ -76,6 +81,6 @@ def load_multilabel_dataset(name: str, data_dir: Optional[str] = None, **options
     clash = [k for k in options if k in fixed]
     if bad or clash:
         raise TypeError(f"{key}: unknown option(s) {sorted(set(bad) | set(clash))}; valid options: {', '.join(valid)}")
-    if data_dir is None and key != "demo":
+    if data_dir is None and key not in GENERATED_DATASETS:
         raise TypeError(f"{key}: data_dir is required (the dataset folder{'; or a repo id' if key == 'hub' else ''})")
     return loader(data_dir, **fixed, **options)
