@@ -102,6 +102,9 @@ _SPECS = (
                 "any datasets repo or save_to_disk folder with an image and a multi-label column"),
     DatasetSpec("demo", "demo:load_demo", "built-in 2x2 digit mosaics, 10 classes, generated offline in COCO format",
                 title="the hf_mlcls demo set (generated digit mosaics)", needs_data_dir=False),
+    DatasetSpec("shapes", "shapes:load_shapes",
+                "built-in coloured shapes, 30 classes named 'colour shape' (zero-shot demo), generated offline in COCO format",
+                title="the hf_mlcls shapes set (generated coloured shapes)", needs_data_dir=False),
 )
 
 _BY_NAME = {spec.name: spec for spec in _SPECS}
