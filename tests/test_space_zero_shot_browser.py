@@ -99,7 +99,7 @@ def test_typed_unseen_name_ranks_first_on_an_image_that_has_it(shapes_model, tmp
 
     sys.path.insert(0, str(Path(__file__).parent))
     try:
-        from test_space import app_env, start_app, stop_app
+        from helpers_space import app_env, start_app, stop_app
     finally:
         sys.path.remove(str(Path(__file__).parent))
 
