@@ -2,7 +2,8 @@ import pytest
 
 from hf_mlcls.data import list_datasets, load_multilabel_dataset
 
-NAMES = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "csv", "jsonl", "hub", "demo"]
+NAMES = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "csv", "jsonl", "hub", "demo",
+         "visual-genome", "imagefolder", "cifar100", "stanford-cars"]
 
 
 def test_list_datasets():

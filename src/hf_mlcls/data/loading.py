@@ -18,6 +18,10 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
     from .nuswide_zsl import load_nus_wide_zsl
     from .openimages import load_openimages
     from .voc import load_voc
+    from .cifar100 import load_cifar100
+    from .imagefolder import load_imagefolder
+    from .stanford_cars import load_stanford_cars
+    from .visual_genome import load_visual_genome
 
     return {
         "coco2014": (load_coco, {"year": 2014}, "MS-COCO 2014, 80 classes (annotations/instances_*2014.json)"),
@@ -31,11 +35,17 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
         "jsonl": (load_jsonl, {}, "one JSON-lines file per split: image path + label list"),
         "hub": (load_hub, {}, "any datasets repo or save_to_disk folder with an image and a multi-label column"),
         "demo": (load_demo, {}, "built-in 2x2 digit mosaics, 10 classes, generated offline in COCO format"),
+        "visual-genome": (load_visual_genome, {}, "Visual Genome VG-500, 500 classes (C-Tran's lists and label index)"),
+        "imagefolder": (load_imagefolder, {}, "single-label: one folder per class (ImageNet's train/ and val/)"),
+        "cifar100": (load_cifar100, {}, "single-label: CIFAR-100 binary release (train.bin, test.bin), 100 classes"),
+        "stanford-cars": (load_stanford_cars, {}, "single-label: Stanford Cars devkit .mat files, 196 classes"),
     }
 
 
 _ALIASES = {"nuswide": "nus-wide", "nus_wide": "nus-wide", "openimages": "openimages-v6", "open-images-v6": "openimages-v6",
-            "openimages_v6": "openimages-v6", "nuswide-zsl": "nus-wide-zsl", "nus_wide_zsl": "nus-wide-zsl"}
+            "openimages_v6": "openimages-v6", "nuswide-zsl": "nus-wide-zsl", "nus_wide_zsl": "nus-wide-zsl",
+            "vg500": "visual-genome", "vg-500": "visual-genome", "visual_genome": "visual-genome", "imagenet": "imagefolder",
+            "cifar-100": "cifar100", "stanford_cars": "stanford-cars", "cars": "stanford-cars"}
 
 
 def list_datasets(with_descriptions: bool = False):

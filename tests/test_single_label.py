@@ -1,0 +1,194 @@
+"""Single-label data (class folders, CIFAR-100 binary, Stanford Cars devkit), top-k
+metrics, and single-label training through examples/train.py."""
+
+import os
+
+import numpy as np
+import pytest
+from data_fixtures import write_image
+
+from hf_mlcls.data import DatasetLayoutError, MissingDatasetFileError, SkippedImagesWarning, load_multilabel_dataset, load_report
+from hf_mlcls.data.cifar100 import RECORD_BYTES
+from hf_mlcls.data.matfile import MatFileError, read_mat
+from hf_mlcls.metrics_single import topk_accuracy
+
+# ------------------------------------------------------------------ fixtures in each real format
+
+
+def make_imagefolder(root, classes=("cat", "dog", "fox"), per_class=2, val_classes=None):
+    for split, names in (("train", classes), ("val", val_classes or classes)):
+        for c, name in enumerate(names):
+            for i in range(per_class):
+                write_image(os.path.join(root, split, name, f"{name}_{i}.JPEG"), seed=c * 10 + i)
+    return root
+
+
+def make_cifar100(root, n_train=6, n_test=4, fine_names=None):
+    """cifar-100-binary/: records of coarse byte, fine byte, 1024 R, 1024 G, 1024 B."""
+    folder = os.path.join(root, "cifar-100-binary")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    truth = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        fine = (np.arange(n) * 37) % 100
+        coarse = fine % 20
+        records = np.concatenate([coarse[:, None], fine[:, None], images.transpose(0, 3, 1, 2).reshape(n, -1)], axis=1)
+        records.astype(np.uint8).tofile(os.path.join(folder, f"{split}.bin"))
+        truth[split] = (images, fine, coarse)
+    with open(os.path.join(folder, "fine_label_names.txt"), "w") as fh:
+        fh.write("\n".join(fine_names or [f"fine{i}" for i in range(100)]) + "\n\n")
+    with open(os.path.join(folder, "coarse_label_names.txt"), "w") as fh:
+        fh.write("\n".join(f"coarse{i}" for i in range(20)) + "\n")
+    return folder, truth
+
+
+def make_cars(root, compress=True, train_classes=(1, 2, 3, 3), test_classes=(3, 1), names=("Audi A4", "BMW M3", "Ford F-150")):
+    """torchvision's stanford_cars/: devkit .mat files written by scipy in MATLAB's level-5 format."""
+    sio = pytest.importorskip("scipy.io")
+    folder = os.path.join(root, "stanford_cars")
+    os.makedirs(os.path.join(folder, "devkit"), exist_ok=True)
+    class_names = np.empty((1, len(names)), dtype=object)
+    class_names[0, :] = list(names)
+    sio.savemat(os.path.join(folder, "devkit", "cars_meta.mat"), {"class_names": class_names}, do_compression=compress)
+
+    def annos(classes, image_dir, seed):
+        records = np.zeros((1, len(classes)), dtype=[("bbox_x1", "O"), ("bbox_y1", "O"), ("class", "O"), ("fname", "O")])
+        for i, c in enumerate(classes):
+            name = f"{i + 1:05d}.jpg"
+            write_image(os.path.join(folder, image_dir, name), seed=seed + i)
+            records[0, i] = (np.array([[5]], dtype=np.uint8), np.array([[7]], dtype=np.uint8), np.array([[c]], dtype=np.uint8), name)
+        return records
+
+    sio.savemat(os.path.join(folder, "devkit", "cars_train_annos.mat"),
+                {"annotations": annos(train_classes, "cars_train", 0)}, do_compression=compress)
+    sio.savemat(os.path.join(folder, "cars_test_annos_withlabels.mat"),
+                {"annotations": annos(test_classes, "cars_test", 100)}, do_compression=compress)
+    return folder
+
+
+# ------------------------------------------------------------------ class folders
+
+
+def test_imagefolder_classes_are_sorted_folder_names(tmp_path):
+    make_imagefolder(str(tmp_path), classes=("dog", "cat", "fox"))
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    ds = load_multilabel_dataset("imagenet", str(tmp_path))
+    assert list(ds) == ["train", "validation"]
+    assert ds["train"].features["label"].names == ["cat", "dog", "fox"]
+    assert [r["label"] for r in ds["train"]] == [0, 0, 1, 1, 2, 2]
+    assert ds["validation"][0]["image"].size == (24, 24)
+    assert load_report(ds["train"])["ignored_files"] == 1
+
+
+def test_imagefolder_errors(tmp_path):
+    make_imagefolder(str(tmp_path), val_classes=("cat", "wolf"))
+    with pytest.raises(DatasetLayoutError, match=r"val has 1 class folder\(s\) that the train split does not: 'wolf'"):
+        load_multilabel_dataset("imagefolder", str(tmp_path))
+    with pytest.raises(MissingDatasetFileError, match="val_sorted"):
+        load_multilabel_dataset("imagefolder", str(tmp_path), splits={"train": "train", "validation": "val_sorted"})
+    write_image(str(tmp_path / "train" / "cat" / "broken.jpg"), kind="truncated")
+    with pytest.warns(SkippedImagesWarning, match="skipped 1 of 7 images"):
+        ds = load_multilabel_dataset("imagefolder", str(tmp_path), splits=["train"])
+    assert len(ds["train"]) == 6
+
+
+# ------------------------------------------------------------------ CIFAR-100 binary
+
+
+def test_cifar100_binary_records(tmp_path):
+    _, truth = make_cifar100(str(tmp_path))
+    ds = load_multilabel_dataset("cifar-100", str(tmp_path))
+    assert ds["train"].features["label"].names[:2] == ["fine0", "fine1"] and len(ds["train"]) == 6
+    images, fine, _ = truth["test"]
+    for i in range(4):
+        row = ds["validation"][i]
+        assert row["label"] == fine[i]
+        assert np.array_equal(np.asarray(row["image"]), images[i])  # R, G, B planes, row by row, lossless
+    coarse = load_multilabel_dataset("cifar100", str(tmp_path), label="coarse")
+    assert coarse["train"].features["label"].names[0] == "coarse0"
+    assert [r["label"] for r in coarse["train"]] == truth["train"][2].tolist()
+
+
+def test_cifar100_bad_files_are_named(tmp_path):
+    folder, _ = make_cifar100(str(tmp_path))
+    train = os.path.join(folder, "train.bin")
+    with open(train, "ab") as fh:
+        fh.write(b"\0" * 10)
+    with pytest.raises(DatasetLayoutError, match=rf"train.bin: {6 * RECORD_BYTES + 10} bytes is not a whole number .* \(6 records and 10 bytes left over\)"):
+        load_multilabel_dataset("cifar100", folder)
+    raw = bytearray(open(os.path.join(folder, "test.bin"), "rb").read())
+    raw[2 * RECORD_BYTES + 1] = 100
+    open(train, "wb").write(bytes(raw))
+    with pytest.raises(DatasetLayoutError, match=rf"train.bin: record 2 \(byte {2 * RECORD_BYTES}\) has fine label 100, outside 0..99"):
+        load_multilabel_dataset("cifar100", folder)
+    make_cifar100(str(tmp_path), fine_names=[f"f{i}" for i in range(99)])
+    with pytest.raises(DatasetLayoutError, match="fine_label_names.txt: 99 class names, expected 100"):
+        load_multilabel_dataset("cifar100", folder)
+    os.remove(os.path.join(folder, "test.bin"))
+    make_cifar100(str(tmp_path))
+    os.remove(os.path.join(folder, "test.bin"))
+    with pytest.raises(MissingDatasetFileError, match="test.bin"):
+        load_multilabel_dataset("cifar100", folder)
+
+
+# ------------------------------------------------------------------ Stanford Cars devkit
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_stanford_cars_devkit(tmp_path, compress):
+    folder = make_cars(str(tmp_path), compress=compress)
+    ds = load_multilabel_dataset("stanford-cars", str(tmp_path))
+    assert ds["train"].features["label"].names == ["Audi A4", "BMW M3", "Ford F-150"]
+    assert [r["label"] for r in ds["train"]] == [0, 1, 2, 2]  # the devkit's classes are 1-based
+    assert [r["label"] for r in ds["validation"]] == [2, 0]
+    assert ds["validation"][0]["image"].size == (24, 24)
+    assert load_report(ds["validation"])["source"] == os.path.join(folder, "cars_test_annos_withlabels.mat")
+
+
+def test_stanford_cars_errors_name_the_record(tmp_path):
+    make_cars(str(tmp_path), train_classes=(1, 4))
+    with pytest.raises(DatasetLayoutError, match=r"cars_train_annos.mat: annotations\(2\).class: 4 is outside 1..3"):
+        load_multilabel_dataset("stanford-cars", str(tmp_path))
+    folder = make_cars(str(tmp_path))
+    os.remove(os.path.join(folder, "cars_test_annos_withlabels.mat"))
+    with pytest.raises(MissingDatasetFileError, match="cars_test_annos_withlabels.mat"):
+        load_multilabel_dataset("stanford-cars", str(tmp_path))
+    with open(os.path.join(folder, "devkit", "cars_meta.mat"), "wb") as fh:
+        fh.write(b"\x89HDF\r\n\x1a\n" + b"\0" * 600)
+    with pytest.raises(MatFileError, match=r"cars_meta.mat: a MATLAB -v7.3 \(HDF5\) file"):
+        load_multilabel_dataset("stanford-cars", str(tmp_path), splits=["train"])
+
+
+def test_mat_reader_matches_scipy(tmp_path):
+    sio = pytest.importorskip("scipy.io")
+    cells = np.empty((2, 1), dtype=object)
+    cells[0, 0], cells[1, 0] = "é name", np.arange(6, dtype=np.int16).reshape(2, 3)
+    values = {"m": np.arange(12.0).reshape(3, 4), "u": np.array([[250, 3]], dtype=np.uint8), "cells": cells,
+              "s": {"a": np.array([[1.5]]), "b": "text"}}
+    for compress in (False, True):
+        path = str(tmp_path / f"v{compress}.mat")
+        sio.savemat(path, values, do_compression=compress)
+        got = read_mat(path)
+        assert np.array_equal(got["m"], values["m"]) and got["m"].dtype == np.float64
+        assert np.array_equal(got["u"], values["u"]) and got["u"].dtype == np.uint8
+        assert got["cells"].shape == (2, 1) and got["cells"][0, 0] == "é name"
+        assert np.array_equal(got["cells"][1, 0], cells[1, 0])
+        assert got["s"].shape == (1, 1) and got["s"][0, 0]["b"] == "text" and got["s"][0, 0]["a"][0, 0] == 1.5
+    data = bytearray(open(path, "rb").read())
+    open(path, "wb").write(bytes(data[:-20]))
+    with pytest.raises(MatFileError, match="damaged compressed data|past the end|truncated"):
+        read_mat(path)
+
+
+# ------------------------------------------------------------------ top-k accuracy
+
+
+def test_topk_accuracy():
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.3, 0.3, 0.4], [0.5, 0.5, 0.5]])
+    got = topk_accuracy(scores, np.array([1, 2, 0, 2]), ks=(1, 2, 5))
+    # row 0 right; row 1: truth ranks 2nd/3rd (tie with 1, lower index first) -> 3rd; row 2: 2nd; row 3: all tied -> 3rd
+    assert got == {"top1": 25.0, "top2": 50.0, "top5": 100.0}
+    assert topk_accuracy(scores, np.eye(3)[[1, 2, 0, 2]])["top1"] == 25.0  # one-hot rows
+    with pytest.raises(ValueError, match="outside 0..2"):
+        topk_accuracy(scores, np.array([1, 2, 0, 3]))
