@@ -73,7 +73,7 @@ def make_cars(root, compress=True, train_classes=(1, 2, 3, 3), test_classes=(3, 
 def test_imagefolder_classes_are_sorted_folder_names(tmp_path):
     make_imagefolder(str(tmp_path), classes=("dog", "cat", "fox"))
     (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
-    ds = load_multilabel_dataset("imagenet", str(tmp_path))
+    ds = load_multilabel_dataset("imagefolder", str(tmp_path))
     assert list(ds) == ["train", "validation"]
     assert ds["train"].features["label"].names == ["cat", "dog", "fox"]
     assert [r["label"] for r in ds["train"]] == [0, 0, 1, 1, 2, 2]

@@ -44,7 +44,7 @@ def _registry() -> dict[str, tuple[Callable[..., datasets.DatasetDict], dict, st
 
 _ALIASES = {"nuswide": "nus-wide", "nus_wide": "nus-wide", "openimages": "openimages-v6", "open-images-v6": "openimages-v6",
             "openimages_v6": "openimages-v6", "nuswide-zsl": "nus-wide-zsl", "nus_wide_zsl": "nus-wide-zsl",
-            "vg500": "visual-genome", "vg-500": "visual-genome", "visual_genome": "visual-genome", "imagenet": "imagefolder",
+            "vg500": "visual-genome", "vg-500": "visual-genome", "visual_genome": "visual-genome",
             "cifar-100": "cifar100", "stanford_cars": "stanford-cars", "cars": "stanford-cars"}
 
 
