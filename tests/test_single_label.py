@@ -192,3 +192,101 @@ def test_topk_accuracy():
     assert topk_accuracy(scores, np.eye(3)[[1, 2, 0, 2]])["top1"] == 25.0  # one-hot rows
     with pytest.raises(ValueError, match="outside 0..2"):
         topk_accuracy(scores, np.array([1, 2, 0, 3]))
+
+
+# ------------------------------------------------------------------ training through examples/train.py
+
+TINY_MLD = {"backbone": "test_resnet", "decoder_embedding": 32, "dim_feedforward": 48, "image_size": 32,
+            "backbone_kwargs": {"drop_path_rate": 0.05}}
+# the ImageNet A2 recipe's switches (ML_Decoder README.md lines 84-104), at toy sizes
+A2_ARGS = ["--opt", "lamb", "--weight_decay", "0.02", "--learning_rate", "4e-3", "--schedule", "trainer",
+           "--lr_scheduler_type", "cosine", "--warmup_steps", "0.2", "--aa", "rand-m7-mstd0.5-inc1", "--mixup", "0.1",
+           "--cutmix", "1.0", "--aug_repeats", "3", "--bce_loss", "true", "--bce_target_thresh", "0.2", "--smoothing", "0",
+           "--train_interpolation", "bicubic"]
+
+
+@pytest.fixture(scope="module")
+def train_script():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
+    return train
+
+
+def test_train_script_single_label_end_to_end(train_script, tmp_path):
+    import json
+
+    from transformers import AutoConfig
+
+    make_imagefolder(str(tmp_path / "data"), per_class=4)
+    out = tmp_path / "out"
+    metrics = train_script.main([
+        "--model", "mldecoder-r50-224", "--model_overrides", json.dumps(TINY_MLD), "--dataset", "imagefolder",
+        "--data_dir", str(tmp_path / "data"), *A2_ARGS, "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "6", "--ema_decay", "0.9", "--do_train", "true", "--do_eval", "true",
+        "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
+        "--output_dir", str(out), "--dataloader_num_workers", "0",
+    ])
+    assert set(metrics) >= {"eval_top1", "eval_top5", "eval_loss"}
+    assert 0 <= metrics["eval_top1"] <= 100 and metrics["eval_top5"] == 100.0  # 3 classes: top-5 holds every class
+    config = AutoConfig.from_pretrained(out)
+    assert config.problem_type == "single_label_classification" and list(config.id2label.values()) == ["cat", "dog", "fox"]
+    assert json.loads((out / "eval" / "metrics.json").read_text())["metrics"]["top1"] == metrics["eval_top1"]
+
+
+def test_single_label_trainer_wires_the_timm_pieces(train_script, tmp_path):
+    import timm.optim
+    from timm.data.distributed_sampler import RepeatAugSampler
+    from timm.loss import BinaryCrossEntropy
+    from transformers import TrainingArguments
+
+    from hf_mlcls import create_model
+    from hf_mlcls.training_single import SingleLabelCollator, SingleLabelTrainer, single_label_transforms
+
+    parsed = train_script.parse_all_args(["--output_dir", str(tmp_path), *A2_ARGS])
+    sl_args = parsed[5]
+    sl_args.check()
+    ds = load_multilabel_dataset("imagefolder", make_imagefolder(str(tmp_path / "data"), per_class=2))
+    model = create_model("mldecoder-r50-224", id2label={0: "cat", 1: "dog", 2: "fox"}, problem_type="single_label_classification",
+                         **TINY_MLD)
+    train_tf, _ = single_label_transforms(model.config, sl_args)
+    train_set = ds["train"].with_transform(train_tf)
+    trainer = SingleLabelTrainer(model=model, args=TrainingArguments(str(tmp_path / "o"), use_cpu=True, report_to="none",
+                                                                     learning_rate=4e-3, weight_decay=0.02),
+                                 train_dataset=train_set, data_collator=SingleLabelCollator(), single_label=sl_args)
+    assert isinstance(trainer.create_optimizer(), timm.optim.Lamb)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, RepeatAugSampler)
+    order = list(sampler)
+    assert len(order) == 6 and order[0] == order[1] == order[2]  # each image three times in a row
+    assert isinstance(trainer.train_loss, BinaryCrossEntropy) and trainer.train_loss.target_threshold == 0.2
+    seen = []
+    trainer.train_loss = lambda logits, target: seen.append(target) or logits.sum() * 0
+    batch = SingleLabelCollator()([train_set[i] for i in range(5)])  # odd: one image is left out of the mixed batch
+    assert batch["pixel_values"].shape == (5, 3, 32, 32) and batch["labels"].dtype.is_floating_point is False
+    model.train()
+    trainer.compute_loss(model, dict(batch))
+    assert seen[0].shape == (4, 3) and seen[0].dtype.is_floating_point  # mixed soft targets, not indices
+    model.eval()
+    loss = trainer.compute_loss(model, dict(batch))  # evaluation: plain cross-entropy on the indices
+    assert len(seen) == 1 and loss.item() > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bce_target_thresh", "0.2"], r"--bce_target_thresh needs --bce_loss true"),
+        (["--aa", "rand-mX"], r"--aa 'rand-mX' is not a RandAugment string"),
+        (["--opt", "lamda"], r"--opt 'lamda' is not a timm optimizer"),
+        (["--aug_repeats", "1"], r"--aug_repeats must be 0 \(off\) or >= 2"),
+        (["--mixup_prob", "2"], r"--mixup_prob must be in \[0, 1\]"),
+    ],
+)
+def test_single_label_arguments_are_checked(train_script, tmp_path, args, message):
+    parsed = train_script.parse_all_args(["--output_dir", str(tmp_path / "out"), *args])
+    with pytest.raises(SystemExit, match=rf"^train\.py: {message}"):
+        parsed[5].check()
