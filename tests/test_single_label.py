@@ -290,3 +290,23 @@ def test_single_label_arguments_are_checked(train_script, tmp_path, args, messag
     parsed = train_script.parse_all_args(["--output_dir", str(tmp_path / "out"), *args])
     with pytest.raises(SystemExit, match=rf"^train\.py: {message}"):
         parsed[5].check()
+
+
+NEW_CONFIGS = ["mldecoder-r50-imagenet-a2.yaml", "mldecoder-swinl-cifar100.yaml", "mldecoder-tresnetl-384-stanford-cars.yaml",
+               "q2l-tresnetl22k-640-coco.yaml", "mldecoder-tresnetl-640-coco.yaml", "q2l-tresnetl-448-voc2012.yaml",
+               "q2l-cvt-w24-384-nuswide.yaml", "q2l-cvt-w24-384-voc2007.yaml", "q2l-r101-448-vg500.yaml"]
+
+
+@pytest.mark.parametrize("name", NEW_CONFIGS)
+def test_recipes_parse_and_pass_the_checks(train_script, tmp_path, name):
+    import hf_mlcls
+
+    path = os.path.join(os.path.dirname(train_script.__file__), "configs", name)
+    first = open(path).readline()
+    assert first.startswith("# ") and ("%" in first or "mAP" in first)  # each recipe names its result and source
+    parsed = train_script.parse_all_args([path, "--output_dir", str(tmp_path), "--bf16", "false", "--data_dir", str(tmp_path)])
+    train_script.check_args(parsed[0], parsed[1], parsed[2], parsed[4])
+    parsed[5].check()
+    assert parsed[0].model in hf_mlcls.list_presets()
+    overrides = train_script._json_object(parsed[0].model_overrides, "model_overrides")
+    hf_mlcls.preset_config(parsed[0].model, **overrides)  # the preset takes the recipe's overrides

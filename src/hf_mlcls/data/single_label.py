@@ -18,7 +18,7 @@ import pyarrow as pa
 from .core import REPORT_KEY, DatasetLayoutError, InvalidImageError, _verify_level, warn_skipped
 from .images import check_image_files
 
-__all__ = ["single_label_features", "build_single_label_dataset", "is_single_label"]
+__all__ = ["single_label_features", "build_single_label_dataset", "is_single_label", "to_single_label"]
 
 
 def single_label_features(class_names: Sequence[str]) -> datasets.Features:
@@ -117,3 +117,28 @@ def build_single_label_dataset(
         description=json.dumps({REPORT_KEY: report}, sort_keys=True), features=features, dataset_name=dataset_name
     )
     return datasets.Dataset(table, info=info, split=datasets.NamedSplit(split))
+
+
+def to_single_label(dataset: Union[datasets.Dataset, datasets.DatasetDict]) -> Union[datasets.Dataset, datasets.DatasetDict]:
+    """A multi-label split whose every row has exactly one positive, as single-label rows
+    (``labels: [k]`` becomes ``label: k``; other columns are dropped). A row with no or
+    several labels is a :class:`DatasetLayoutError` naming the split and row."""
+    if isinstance(dataset, datasets.DatasetDict):
+        return datasets.DatasetDict({name: to_single_label(ds) for name, ds in dataset.items()})
+    if "labels" not in dataset.features:
+        raise DatasetLayoutError(f"split {dataset.split!s}: no 'labels' column to turn into a single label")
+    names = dataset.features["labels"].feature.names
+    column = dataset.data.column("labels").to_pylist()
+    bad = [i for i, row in enumerate(column) if len(row) != 1]
+    if bad:
+        raise DatasetLayoutError(
+            f"split {dataset.split!s}: row {bad[0]} has {len(column[bad[0]])} labels, a single-label row needs exactly one"
+            + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
+        )
+    table = pa.Table.from_pydict(
+        {"image": dataset.data.column("image"), "label": pa.array([row[0] for row in column], type=pa.int64())},
+        schema=single_label_features(names).arrow_schema,
+    )
+    info = datasets.DatasetInfo(description=dataset.info.description, features=single_label_features(names),
+                                dataset_name=dataset.info.dataset_name)
+    return datasets.Dataset(table, info=info, split=dataset.split)
