@@ -310,3 +310,34 @@ def test_recipes_parse_and_pass_the_checks(train_script, tmp_path, name):
     assert parsed[0].model in hf_mlcls.list_presets()
     overrides = train_script._json_object(parsed[0].model_overrides, "model_overrides")
     hf_mlcls.preset_config(parsed[0].model, **overrides)  # the preset takes the recipe's overrides
+
+
+def test_to_single_label_needs_exactly_one_label(tmp_path):
+    from hf_mlcls.data.single_label import to_single_label
+
+    ds = load_multilabel_dataset("demo", str(tmp_path / "one"), max_digits=1, num_train=8, num_validation=4, image_size=32)
+    single = to_single_label(ds)
+    assert single["train"].features["label"].names[:2] == ["zero", "one"]
+    assert [r["label"] for r in single["train"]] == [r["labels"][0] for r in ds["train"]]
+    many = load_multilabel_dataset("demo", str(tmp_path / "many"), max_digits=4, num_train=8, num_validation=4, image_size=32)
+    with pytest.raises(DatasetLayoutError, match=r"split train: row \d+ has [2-4] labels, a single-label row needs exactly one"):
+        to_single_label(many)
+
+
+def test_single_label_demo_runs_shortened(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    try:
+        import single_label_demo
+    finally:
+        sys.path.pop(0)
+    report = single_label_demo.main(["--epochs", "1", "--num_train", "64", "--num_validation", "32", "--batch_size", "32",
+                                     "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")])
+    saved = json.loads((tmp_path / "out" / "single_label_demo.json").read_text())
+    assert saved["results"] == report["results"] and set(report["results"]) == {"gap", "mld"}
+    for r in report["results"].values():
+        assert 0 <= r["top1"] <= 100 and 0 < r["step_ms_min"] <= r["step_ms_median"] <= r["step_ms_max"]
+    assert report["results"]["mld"]["parameters"] > report["results"]["gap"]["parameters"]  # the decoder replaces one linear layer
+    assert len(report["history"]) == 1 and report["train_images"] == 64
