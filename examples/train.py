@@ -396,13 +396,29 @@ def train_single_label(dataset, model_args: ModelArguments, data_args: DataArgum
         if trainer.is_world_process_zero():
             print(f"held-out top-1 of the saved model ({len(eval_set)} images): {result['eval_top1']:.2f} "
                   f"(top-5 {result['eval_top5']:.2f})", flush=True)
-            write_eval_json(training_args.output_dir, model_args.model, data_args, len(eval_set), result)
+            write_single_label_json(training_args.output_dir, model_args.model, data_args, len(eval_set), result)
     if push and trainer.is_world_process_zero():
         from hf_mlcls.hub import push_to_hub
 
         repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
         push_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token, private=bool(training_args.hub_private_repo))
     return result
+
+
+def write_single_label_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:
+    """`eval/single_label_metrics.json`: top-1/top-5 of the saved model (not the model card's mAP-based metrics.json)."""
+    skip = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+    report = {
+        "model": model, "dataset": data_args.dataset, "split": data_args.eval_split, "num_samples": num_samples,
+        "metrics": {k[5:]: float(v) for k, v in metrics.items()
+                    if k.startswith("eval_") and not k.startswith("eval_ema_") and k[5:] not in skip},
+    }
+    folder = os.path.join(output_dir, "eval")
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "single_label_metrics.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    os.replace(tmp, os.path.join(folder, "single_label_metrics.json"))
 
 
 def write_eval_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:

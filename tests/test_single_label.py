@@ -235,7 +235,8 @@ def test_train_script_single_label_end_to_end(train_script, tmp_path):
     assert 0 <= metrics["eval_top1"] <= 100 and metrics["eval_top5"] == 100.0  # 3 classes: top-5 holds every class
     config = AutoConfig.from_pretrained(out)
     assert config.problem_type == "single_label_classification" and list(config.id2label.values()) == ["cat", "dog", "fox"]
-    assert json.loads((out / "eval" / "metrics.json").read_text())["metrics"]["top1"] == metrics["eval_top1"]
+    assert json.loads((out / "eval" / "single_label_metrics.json").read_text())["metrics"]["top1"] == metrics["eval_top1"]
+    assert not (out / "eval" / "metrics.json").exists()  # the model card's mAP-based file is not faked
 
 
 def test_single_label_trainer_wires_the_timm_pieces(train_script, tmp_path):
