@@ -5,6 +5,7 @@
     accelerate launch examples/train.py examples/configs/q2l-r101-448-coco.yaml --data_dir /data/coco
     accelerate launch examples/train.py --model q2l-r101-448 --dataset coco2014 --data_dir /data/coco ...
     accelerate launch examples/train.py examples/configs/mldecoder-nuswide-zsl.yaml --data_dir /data/nus-wide   # zero-shot
+    accelerate launch examples/train.py examples/configs/mldecoder-r50-imagenet-a2.yaml --data_dir /data/imagenet   # single-label
 
 A YAML/JSON file gives the defaults; any argument on the command line overrides it.
 With no arguments at all, `examples/configs/demo.yaml` is used.
@@ -25,8 +26,10 @@ from transformers import AutoConfig, AutoModelForImageClassification, EarlyStopp
 import hf_mlcls
 from hf_mlcls.data import MultiLabelCollator, apply_transforms, list_datasets, load_multilabel_dataset, transforms_from_image_processor
 from hf_mlcls.data.registry import find_dataset
+from hf_mlcls.data.single_label import is_single_label
 from hf_mlcls.metrics import compute_metrics, compute_zsl_metrics
 from hf_mlcls.training import LabelSet, MultiLabelTrainer, RecipeArguments, check_recipe, freeze_backbone_layers
+from hf_mlcls.training_single import SingleLabelArguments
 
 logger = logging.getLogger("hf_mlcls.train")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,8 +86,9 @@ class ZeroShotArguments:
 
 
 def parse_all_args(argv: list[str]):
-    """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments)."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments))
+    """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments, SingleLabelArguments)."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments,
+                               SingleLabelArguments))
     config_file = DEFAULT_CONFIG if not argv else None
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_file, argv = argv[0], argv[1:]
@@ -217,8 +221,9 @@ def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArgume
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, recipe, training_args, zs_args = parse_all_args(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, recipe, training_args, zs_args, sl_args = parse_all_args(sys.argv[1:] if argv is None else argv)
     check_args(model_args, data_args, recipe, zs_args, training_args)
+    sl_args.check()
     if not (training_args.do_train or training_args.do_eval):
         raise SystemExit(
             "train.py: nothing to do: pass --do_train true and/or --do_eval true (the recipes in examples/configs/ "
@@ -231,6 +236,10 @@ def main(argv: list[str] | None = None) -> dict:
     options = json.loads(data_args.dataset_options) if data_args.dataset_options else {}
     with training_args.main_process_first(desc="loading the dataset"):
         dataset = load_multilabel_dataset(data_args.dataset, data_args.data_dir, **options)
+    if is_single_label(dataset):
+        if zs_args.zero_shot or zs_args.unseen_labels:
+            raise SystemExit(f"train.py: zero-shot training needs multi-label data; {data_args.dataset!r} is single-label")
+        return train_single_label(dataset, model_args, data_args, recipe, training_args, sl_args)
     zero_shot = zero_shot_wanted(model_args, data_args, zs_args)
     encoder, held_out = None, False  # held_out: evaluate on unseen (zsl) and all (gzsl) labels
     if zero_shot:
@@ -328,6 +337,87 @@ def main(argv: list[str] | None = None) -> dict:
         repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
         push_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token, private=bool(training_args.hub_private_repo))
     return result
+
+
+# ---- single-label data (ImageNet, CIFAR-100, Stanford Cars): kept apart from the multi-label path ----
+
+
+def train_single_label(dataset, model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
+                       training_args: TrainingArguments, sl_args: SingleLabelArguments) -> dict:
+    """Train and/or evaluate on rows ``{"image", "label"}``: the model gets
+    ``problem_type="single_label_classification"``, timm's transforms, mixup/CutMix, loss, optimizer and
+    sampler come from ``sl_args`` (hf_mlcls.training_single), and evaluation reports top-1/top-5."""
+    from hf_mlcls.metrics_single import compute_single_label_metrics
+    from hf_mlcls.training_single import SingleLabelCollator, SingleLabelTrainer, single_label_transforms
+
+    for split in (data_args.train_split, data_args.eval_split):
+        if split not in dataset:
+            raise SystemExit(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
+    class_names = dataset[data_args.train_split].features["label"].names
+    model = build_model(model_args, dict(enumerate(class_names)), {"problem_type": "single_label_classification"})
+    model.config.problem_type = "single_label_classification"  # a saved multi-label model becomes a single-label one
+    if recipe.backbone_trainable_layers or recipe.freeze_backbone:
+        frozen = freeze_backbone_layers(model, recipe.backbone_trainable_layers, recipe.freeze_backbone)
+        logger.info("froze %d backbone parameter tensors", frozen)
+    train_set, eval_set = dataset[data_args.train_split], dataset[data_args.eval_split]
+    if data_args.max_train_samples:
+        train_set = train_set.select(range(min(data_args.max_train_samples, len(train_set))))
+    if data_args.max_eval_samples:
+        eval_set = eval_set.select(range(min(data_args.max_eval_samples, len(eval_set))))
+    train_tf, eval_tf = single_label_transforms(model.config, sl_args)
+    train_set, eval_set = train_set.with_transform(train_tf), eval_set.with_transform(eval_tf)
+
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False
+    training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience)] if recipe.early_stopping_patience else []
+    trainer = SingleLabelTrainer(
+        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=SingleLabelCollator(),
+        compute_metrics=compute_single_label_metrics, processing_class=model.build_image_processor(), callbacks=callbacks,
+        recipe=recipe, single_label=sl_args,
+    )
+    result = {}
+    if training_args.do_train:
+        resume = training_args.resume_from_checkpoint
+        if isinstance(resume, str) and resume.lower() in ("true", "last"):
+            resume = True
+        train_output = trainer.train(resume_from_checkpoint=resume)
+        trainer.log_metrics("train", train_output.metrics)
+        trainer.save_metrics("train", train_output.metrics)
+        trainer.use_ema_weights()
+        trainer.save_model()
+        trainer.save_state()
+    if training_args.do_eval:
+        result = trainer.evaluate()
+        trainer.log_metrics("eval", result)
+        trainer.save_metrics("eval", result)
+        if trainer.is_world_process_zero():
+            print(f"held-out top-1 of the saved model ({len(eval_set)} images): {result['eval_top1']:.2f} "
+                  f"(top-5 {result['eval_top5']:.2f})", flush=True)
+            write_single_label_json(training_args.output_dir, model_args.model, data_args, len(eval_set), result)
+    if push and trainer.is_world_process_zero():
+        from hf_mlcls.hub import push_to_hub
+
+        repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        push_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token, private=bool(training_args.hub_private_repo))
+    return result
+
+
+def write_single_label_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:
+    """`eval/single_label_metrics.json`: top-1/top-5 of the saved model (not the model card's mAP-based metrics.json)."""
+    skip = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+    report = {
+        "model": model, "dataset": data_args.dataset, "split": data_args.eval_split, "num_samples": num_samples,
+        "metrics": {k[5:]: float(v) for k, v in metrics.items()
+                    if k.startswith("eval_") and not k.startswith("eval_ema_") and k[5:] not in skip},
+    }
+    folder = os.path.join(output_dir, "eval")
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, "single_label_metrics.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    os.replace(tmp, os.path.join(folder, "single_label_metrics.json"))
 
 
 def write_eval_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:

@@ -2,7 +2,8 @@ import pytest
 
 from hf_mlcls.data import list_datasets, load_multilabel_dataset
 
-NAMES = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "csv", "jsonl", "hub", "demo", "shapes"]
+NAMES = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "stanford-cars", "csv",
+         "jsonl", "hub", "demo", "shapes", "visual-genome", "imagefolder", "cifar100"]
 
 
 def test_list_datasets():

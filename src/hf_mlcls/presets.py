@@ -73,6 +73,11 @@ PRESETS: dict[str, tuple[type, dict[str, Any], str]] = {
         dict(_Q2L, backbone="tresnet_v2_l.miil_in21k", hidden_dim=2048, image_size=448, **_NO_NORM),
         "Query2Label, TResNet-L v2 (ImageNet-21k), 448 px: 89.2 mAP on MS-COCO",
     ),
+    "q2l-tresnetl22k-640": (
+        Query2LabelConfig,
+        dict(_Q2L, backbone="tresnet_v2_l.miil_in21k", hidden_dim=2048, image_size=640, **_NO_NORM),
+        "Query2Label, TResNet-L v2 (ImageNet-21k), 640 px: 90.3 mAP on MS-COCO",
+    ),
     "q2l-swinl-384": (
         Query2LabelConfig,
         dict(_Q2L, backbone="swin_large_patch4_window12_384.ms_in22k", hidden_dim=1536, image_size=384, **_IMAGENET),
@@ -106,6 +111,16 @@ PRESETS: dict[str, tuple[type, dict[str, Any], str]] = {
         # ML-Decoder's TResNet-L is the Bottleneck-first ("v2") TResNet-L
         dict(backbone="tresnet_v2_l", image_size=448, **_NO_NORM),
         "ML-Decoder, TResNet-L, 448 px: 90.1 mAP on MS-COCO",
+    ),
+    "mldecoder-tresnetl-640": (
+        MLDecoderConfig,
+        dict(backbone="tresnet_v2_l", image_size=640, **_NO_NORM),
+        "ML-Decoder, TResNet-L, 640 px: 91.1 mAP on MS-COCO",
+    ),
+    "mldecoder-swinl-384": (
+        MLDecoderConfig,
+        dict(backbone="swin_large_patch4_window12_384.ms_in22k", image_size=384, **_IMAGENET),
+        "ML-Decoder on Swin-L (ImageNet-22k), 384 px: the CIFAR-100 single-label result (95.1% top-1)",
     ),
     "mldecoder-tresnetxl-640": (
         MLDecoderConfig,
