@@ -172,7 +172,7 @@ def test_every_endpoint(space):
     assert text  # label-name support (issue 7) scores them; without it the page says what is missing
     assert_clean(text)
     if not scores.get("confidences"):
-        assert "set_label_names" in text
+        assert "use_label_names" in text or "text encoder" in text
 
 
 def test_bad_inputs_are_messages_and_the_app_keeps_serving(space, tmp_path):
@@ -355,15 +355,15 @@ def test_image_guards(app, tmp_path):
 
 
 def test_zero_shot_tab_with_typed_label_names(app, monkeypatch):
-    """With a `set_label_names` (issue 7's API; here a stand-in hashing names to embeddings) the tab scores
-    the typed names, and the model keeps its own label set for the Classify tab."""
-    from hf_mlcls import MLDecoderForImageClassification
+    """Through the model's `use_label_names` (names embedded by `set_label_names`; here a stand-in hashing names
+    to embeddings) the tab scores the typed names, and the model keeps its own label set for the Classify tab."""
+    from hf_mlcls import MLDecoderModel
 
     def fake_set_label_names(self, names, text_encoder=None):
         rows = [torch.Generator().manual_seed(sum(map(ord, n))) for n in names]
         self.set_label_embeddings(torch.stack([torch.randn(16, generator=g) for g in rows]), names)
 
-    monkeypatch.setattr(MLDecoderForImageClassification, "set_label_names", fake_set_label_names, raising=False)
+    monkeypatch.setattr(MLDecoderModel, "set_label_names", fake_set_label_names)
     scores, text, overlay = app.zero_shot(str(EXAMPLES[0]), "dog, beach umbrella\nDog, sky", "tiny-zsl (local)", 0.5)
     assert list(scores) == ["dog", "beach umbrella", "sky"], text
     assert all(0 < s < 1 for s in scores.values()) and overlay is not None

@@ -100,7 +100,7 @@ def check_label_names(labels_text: str) -> list[str]:
 
 
 def score_label_names(loaded: LoadedModel, image, labels_text: str):
-    """Score typed label names on one image with a zero-shot ML-Decoder model (needs `set_label_names`).
+    """Score typed label names on one image with a zero-shot ML-Decoder model (through its `use_label_names`).
 
     Returns ``(names, scores (L,), maps (L, h, w), unknown_words)`` in the model's order; the model keeps
     its own label set afterwards.
@@ -111,25 +111,19 @@ def score_label_names(loaded: LoadedModel, image, labels_text: str):
             f"**{loaded.name}** is a {loaded.family_name} model with a fixed set of {loaded.config.num_labels} labels. "
             "Zero-shot needs an ML-Decoder zero-shot model (`zero_shot=True`): pick one in the model list."
         )
-    if not hasattr(loaded.model, "set_label_names"):
+    if not hasattr(loaded.model, "use_label_names"):
         raise UserFacingError(
-            f"**{loaded.name}** is zero-shot, but its code cannot turn label names into queries "
-            "(`set_label_names` is missing): install a newer `hf_mlcls` with text-encoder support."
+            f"**{loaded.name}** is zero-shot, but its code cannot turn label names into queries for a while "
+            "(`use_label_names` is missing): install a newer `hf_mlcls` with text-encoder support."
         )
     with loaded.lock:
         model = loaded.model
         encoder, unknown = label_encoder(loaded, names)
-        old = model.model.label_embeddings.detach().clone()
-        old_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        old_encoder = getattr(model.config, "text_encoder", None)
-        try:
-            model.set_label_names(names, encoder)  # the model's own text encoder (config.text_encoder)
+        # the model's own label-set swap: the Classify tab finds the model as it was, also after an error
+        with model.use_label_names(names, text_encoder=encoder):
             names = [model.config.id2label[i] for i in range(model.config.num_labels)]  # the model's order
             with torch.inference_mode():
                 out = model(pixel_values=preprocess(loaded, [image]), output_attentions=True)
             scores = torch.sigmoid(out.logits.float())[0].numpy()
             maps = out.cross_attentions[-1][0].float().numpy()
-        finally:  # leave the model as the Classify tab knows it
-            model.set_label_embeddings(old, old_names)
-            model.config.text_encoder = old_encoder
     return names, scores, maps, unknown
