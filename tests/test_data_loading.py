@@ -2,8 +2,8 @@ import pytest
 
 from hf_mlcls.data import list_datasets, load_multilabel_dataset
 
-NAMES = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "stanford-cars", "csv",
-         "jsonl", "hub", "demo", "shapes", "visual-genome", "imagefolder", "cifar100"]
+NAMES = ["coco2014", "coco2017", "voc2007", "voc2012", "nus-wide", "nus-wide-zsl", "openimages-v6", "stanford-cars",
+         "visual-genome", "imagefolder", "cifar100", "csv", "jsonl", "hub", "demo", "shapes"]
 
 
 def test_list_datasets():
@@ -39,16 +39,15 @@ def test_one_registry_answers_every_reader():
     """Loader, card title and convert's label set of a name all come from hf_mlcls.data.registry."""
     from hf_mlcls.convert.labels import canonical_label_set, resolve_labels
     from hf_mlcls.data.registry import find_dataset, find_label_set, label_set_names
-    from hf_mlcls.hub import _dataset_title
+    from hf_mlcls.hub.cards import _dataset_title
 
     for spelling in ("COCO14", "mscoco", " Coco2014 ", "coco2014"):
         assert find_dataset(spelling).name == "coco2014"
     assert find_dataset("open_images") is find_dataset("openimages-v6")
     assert find_dataset("imagenet") is None
-    # a label set without a loader is known to convert, not to the loaders
-    assert "stanford-cars" not in list_datasets() and canonical_label_set("cars") == "stanford-cars"
-    with pytest.raises(ValueError, match=r"unknown dataset 'stanford-cars'"):
-        load_multilabel_dataset("stanford-cars", "/tmp")
+    # one entry serves the loader and convert's label set
+    assert "stanford-cars" in list_datasets() and canonical_label_set("cars") == "stanford-cars"
+    assert find_dataset("cars").load_function().__name__ == "load_stanford_cars"
     assert label_set_names() == ["coco", "nus-wide", "openimages", "stanford-cars", "voc"]
     assert find_label_set("coco2017")[0] == find_label_set("coco")[0] == "coco"
     assert len(find_label_set("voc2012")[1]) == 20 and len(find_label_set("nus")[1]) == 81

@@ -333,9 +333,11 @@ def test_compute_metrics_on_eval_prediction():
     out = compute_metrics(EvalPrediction(predictions=(logits, attentions), label_ids=labels))
     expected = compute(1 / (1 + np.exp(-logits.astype(np.float64))), labels)
     keys = ["mAP", "mAP_voc", "CP", "CR", "CF1", "OP", "OR", "OF1"]
-    assert set(out) == set(keys) | {f"{k}_top3" for k in keys[2:]}
+    assert set(out) == set(keys) | {f"{k}_top3" for k in keys[2:]} | {"num_classes_skipped"}
+    assert out.pop("num_classes_skipped") == expected["num_classes_skipped"]  # compute()'s own count, passed through
     for k, v in out.items():
         assert type(v) is float and v == pytest.approx(expected[k], abs=1e-9)
+    out["num_classes_skipped"] = expected["num_classes_skipped"]
     assert compute_metrics(EvalPrediction(predictions=logits, label_ids=labels)) == out
     with pytest.raises(ValueError, match="batch_eval_metrics"):
         compute_metrics(EvalPrediction(predictions=logits, label_ids=labels), compute_result=True)

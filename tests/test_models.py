@@ -318,7 +318,7 @@ def test_every_preset_builds_and_its_config_round_trips(name, tmp_path):
         overrides.update(dim_feedforward=32)
     model = create_model(name, **overrides).eval()
     if getattr(model.config, "zero_shot", False):
-        model.set_label_embeddings(torch.randn(model.config.num_labels, 300))
+        model.set_label_embeddings(torch.randn(model.config.num_labels, model.config.label_embedding_dim))
     with torch.no_grad():
         logits = model(torch.rand(1, 3, size, size)).logits
     assert logits.shape == (1, config.num_labels) and torch.isfinite(logits).all()

@@ -115,7 +115,7 @@ def test_zsl_metrics_trainer_hook_takes_logits():
     logits = np.array([[3.0, -1.0, 0.5], [-2.0, 4.0, 1.0]])
     labels = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     out = compute_zsl_metrics(SimpleNamespace(predictions=(logits,), label_ids=labels))
-    assert set(out) == {"mAP", "P_top3", "R_top3", "F1_top3", "P_top5", "R_top5", "F1_top5"}
+    assert set(out) == {"mAP", "P_top3", "R_top3", "F1_top3", "P_top5", "R_top5", "F1_top5", "num_classes_skipped"}
     assert out["mAP"] == pytest.approx(100.0, abs=1e-5) and out["R_top3"] == 100.0
 
 
