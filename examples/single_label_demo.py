@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import platform
 import time
 
@@ -189,4 +190,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from hf_mlcls.cli import run_user_command
+
+    sys.exit(run_user_command("single_label_demo.py", lambda: main() and 0))

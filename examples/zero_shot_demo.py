@@ -281,4 +281,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from hf_mlcls.cli import run_user_command
+
+    sys.exit(run_user_command("zero_shot_demo.py", lambda: main() and 0))

