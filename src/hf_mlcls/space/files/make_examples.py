@@ -3,7 +3,7 @@
 - Three drawn scenes (street, park, beach), deterministic, a few KB each. They show how the app works;
   a model trained on photographs will not find much in drawings, so upload your own photos for real results.
 - Three digit mosaics from the demo set's validation split (`hf_mlcls.data.generate_demo_dataset`,
-  unseen handwriting; needs scikit-learn), for the demo model (`outputs/demo`).
+  unseen handwriting), for the demo model (`outputs/demo`).
 
 `examples/examples.json` records what each image shows; the app offers a model the examples that show
 one of its labels (see `hf_mlcls.space.examples`).
