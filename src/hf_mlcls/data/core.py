@@ -8,11 +8,13 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import sys
+import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
 import pyarrow as pa
@@ -38,6 +40,38 @@ __all__ = [
 AUTO_HEADER_LIMIT = 50_000
 
 REPORT_KEY = "hf_mlcls"
+
+
+def write_folder_atomically(folder: str, build: Callable[[str], None], is_current: Callable[[str], bool]) -> None:
+    """Build a generated dataset in a temporary sibling of ``folder`` (``build(tmp)``) and rename it into place.
+
+    A crash never leaves a half-written set: the old folder is moved aside until the new one is in place, and
+    removed after. When another process renames its copy in first, that copy is kept if ``is_current(folder)``
+    says it is the same set; otherwise the old folder comes back and the error is raised.
+    """
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
+    try:
+        build(tmp)
+        old = None
+        if os.path.exists(folder):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
+            os.rename(folder, os.path.join(old, "data"))
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            # another process put a folder there first; use it when it is the same set
+            if not is_current(folder):
+                if old is not None and not os.path.exists(folder):
+                    os.rename(os.path.join(old, "data"), folder)
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def warn_skipped(message: str) -> None:

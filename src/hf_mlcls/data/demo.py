@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Mapping, Optional, Sequence, Union
 
 import datasets
@@ -19,7 +17,7 @@ import numpy as np
 import PIL.Image
 
 from .coco import load_coco
-from .core import DatasetLayoutError
+from .core import DatasetLayoutError, write_folder_atomically
 
 __all__ = ["DEMO_CLASSES", "default_demo_dir", "generate_demo_dataset", "load_demo"]
 
@@ -135,10 +133,7 @@ def generate_demo_dataset(
     cut = int(len(order) * _TRAIN_DIGIT_SHARE)
     pools = {"train2017": order[:cut], "val2017": order[cut:]}
 
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
-    try:
+    def build(tmp: str) -> None:
         os.makedirs(os.path.join(tmp, "annotations"))
         _render_split(tmp, "train2017", num_train, pools["train2017"], images, target,
                       np.random.default_rng([seed, 1]), image_size, max_digits, first_id=1)
@@ -146,24 +141,8 @@ def generate_demo_dataset(
                       np.random.default_rng([seed, 2]), image_size, max_digits, first_id=num_train + 1)
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
             json.dump({"format": _FORMAT, "version": _VERSION, "params": params, "classes": list(DEMO_CLASSES)}, fh, indent=1)
-        old = None
-        if os.path.exists(folder):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
-            os.rename(folder, os.path.join(old, "data"))
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            # another process put a folder there first; use it when it is the same set
-            if not _is_current(folder, params):
-                if old is not None and not os.path.exists(folder):
-                    os.rename(os.path.join(old, "data"), folder)
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomically(folder, build, lambda f: _is_current(f, params))
     return folder
 
 

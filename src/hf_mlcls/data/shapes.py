@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Mapping, Optional, Sequence, Union
 
 import datasets
@@ -27,7 +25,7 @@ import PIL.Image
 import PIL.ImageDraw
 
 from .coco import load_coco
-from .core import DatasetLayoutError
+from .core import DatasetLayoutError, write_folder_atomically
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -177,10 +175,7 @@ def generate_shapes_dataset(
             f"shapes: {folder} exists and is not a shapes dataset (no manifest.json); refusing to replace it. "
             "Pass another data_dir or empty that folder."
         )
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.tmp-", dir=parent)
-    try:
+    def build(tmp: str) -> None:
         os.makedirs(os.path.join(tmp, "annotations"))
         _render_split(tmp, "train2017", num_train, np.random.default_rng([seed, 1]), image_size, max_shapes, 1)
         _render_split(tmp, "val2017", num_validation, np.random.default_rng([seed, 2]), image_size, max_shapes,
@@ -188,24 +183,8 @@ def generate_shapes_dataset(
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
             json.dump({"format": _FORMAT, "version": _VERSION, "params": params, "classes": list(SHAPES_CLASSES),
                        "unseen": list(SHAPES_UNSEEN)}, fh, indent=1)
-        old = None
-        if os.path.exists(folder):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
-            os.rename(folder, os.path.join(old, "data"))
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            # another process put a folder there first; use it when it is the same set
-            if not _is_current(folder, params):
-                if old is not None and not os.path.exists(folder):
-                    os.rename(os.path.join(old, "data"), folder)
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomically(folder, build, lambda f: _is_current(f, params))
     return folder
 
 
