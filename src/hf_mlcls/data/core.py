@@ -246,6 +246,53 @@ def _list_array(rows: Any) -> pa.Array:
     return pa.array(rows, type=pa.list_(pa.int64()))
 
 
+def screen_images(
+    paths: Sequence[str],
+    level: str,
+    ref: Optional[Callable[[int], Any]],
+    *,
+    dataset_name: str,
+    split: str,
+    strict: bool,
+    num_threads: int = 8,
+) -> tuple[Optional[list[int]], list[int], Counter, list[dict]]:
+    """Check a split's image files at ``level``: ``(keep, bad, counts by reason, up to 20 examples)``;
+    ``keep`` is None when every image is good (no index list for a split of millions).
+
+    Bad images are refused with ``strict`` (InvalidImageError listing them), refused when none is left
+    (DatasetLayoutError), and otherwise skipped with one warning; ``ref(i)`` names row i in the examples.
+    """
+    n = len(paths)
+    reasons = check_image_files(paths, level, num_threads=num_threads)
+    bad = [i for i, r in enumerate(reasons) if r is not None]
+    counts: Counter = Counter()
+    examples: list[dict] = []
+    if not bad:
+        return None, bad, counts, examples
+    for i in bad:
+        counts[reasons[i].split(":", 1)[0]] += 1
+    for i in bad[:20]:
+        entry = {"path": paths[i], "reason": reasons[i]}
+        if ref is not None:
+            entry["row"] = ref(i)
+        examples.append(entry)
+    if strict:
+        lines = "\n".join(f"  {e['path']}: {e['reason']}" + (f" ({e['row']})" if "row" in e else "") for e in examples)
+        raise InvalidImageError(f"{dataset_name} split {split!r}: {len(bad)} bad image(s) with strict=True:\n{lines}")
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    if not keep:
+        raise DatasetLayoutError(
+            f"{dataset_name} split {split!r}: every one of its {n} images is unusable "
+            f"({dict(counts)}); first: {examples[0]['path']} ({examples[0]['reason']})"
+        )
+    summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    warn_skipped(
+        f"{dataset_name} split {split!r}: skipped {len(bad)} of {n} images ({summary}); "
+        f"first: {examples[0]['path']} ({examples[0]['reason']}). Counts are in the split's load report."
+    )
+    return keep, bad, counts, examples
+
+
 def build_dataset(
     rows: SplitRows,
     class_names: Sequence[str],
@@ -270,33 +317,11 @@ def build_dataset(
     path_list = rows.paths
     if isinstance(path_list, (pa.Array, pa.ChunkedArray)) and level != "none":
         path_list = path_list.to_pylist()
-    reasons = check_image_files(path_list, level, num_threads=num_threads)
-    bad = [i for i, r in enumerate(reasons) if r is not None]
-    counts: Counter = Counter()
-    examples = []
+    keep, bad, counts, examples = screen_images(
+        path_list, level, rows.ref if rows.refs is not None else None,
+        dataset_name=dataset_name, split=split, strict=strict, num_threads=num_threads,
+    )
     if bad:
-        for i in bad:
-            counts[reasons[i].split(":", 1)[0]] += 1
-        for i in bad[:20]:
-            entry = {"path": path_list[i], "reason": reasons[i]}
-            if rows.refs is not None:
-                entry["row"] = rows.ref(i)
-            examples.append(entry)
-        if strict:
-            lines = "\n".join(f"  {e['path']}: {e['reason']}" + (f" ({e['row']})" if "row" in e else "") for e in examples)
-            raise InvalidImageError(f"{dataset_name} split {split!r}: {len(bad)} bad image(s) with strict=True:\n{lines}")
-        keep = [i for i, r in enumerate(reasons) if r is None]
-        if not keep:
-            raise DatasetLayoutError(
-                f"{dataset_name} split {split!r}: every one of its {len(rows)} images is unusable "
-                f"({dict(counts)}); first: {examples[0]['path']} ({examples[0]['reason']})"
-            )
-        summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-        warn_skipped(
-            f"{dataset_name} split {split!r}: skipped {len(bad)} of {len(rows)} images ({summary}); "
-            f"first: {examples[0]['path']} ({examples[0]['reason']}). Counts are in the split's load report."
-        )
-
         keep_array = pa.array(keep, type=pa.int64())
 
         def pick(col):

@@ -15,8 +15,7 @@ from typing import Any, Optional, Sequence, Union
 import datasets
 import pyarrow as pa
 
-from .core import REPORT_KEY, DatasetLayoutError, InvalidImageError, _verify_level, warn_skipped
-from .images import check_image_files
+from .core import REPORT_KEY, DatasetLayoutError, _verify_level, screen_images
 
 __all__ = ["single_label_features", "build_single_label_dataset", "is_single_label", "to_single_label"]
 
@@ -63,30 +62,11 @@ def build_single_label_dataset(
     level = "none"
     if paths is not None:
         level = _verify_level(verify_images, n)
-        reasons = check_image_files(list(paths), level, num_threads=num_threads)
-        bad = [i for i, r in enumerate(reasons) if r is not None]
-        if bad:
-            for i in bad:
-                counts[reasons[i].split(":", 1)[0]] += 1
-            for i in bad[:20]:
-                entry = {"path": paths[i], "reason": reasons[i]}
-                if refs is not None:
-                    entry["row"] = refs[i]
-                examples.append(entry)
-            if strict:
-                lines = "\n".join(f"  {e['path']}: {e['reason']}" + (f" ({e['row']})" if "row" in e else "") for e in examples)
-                raise InvalidImageError(f"{dataset_name} split {split!r}: {len(bad)} bad image(s) with strict=True:\n{lines}")
-            keep = [i for i, r in enumerate(reasons) if r is None]
-            if not keep:
-                raise DatasetLayoutError(
-                    f"{dataset_name} split {split!r}: every one of its {n} images is unusable "
-                    f"({dict(counts)}); first: {examples[0]['path']} ({examples[0]['reason']})"
-                )
-            summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-            warn_skipped(
-                f"{dataset_name} split {split!r}: skipped {len(bad)} of {n} images ({summary}); "
-                f"first: {examples[0]['path']} ({examples[0]['reason']}). Counts are in the split's load report."
-            )
+        screened, _, counts, examples = screen_images(
+            list(paths), level, refs.__getitem__ if refs is not None else None,
+            dataset_name=dataset_name, split=split, strict=strict, num_threads=num_threads,
+        )
+        keep = keep if screened is None else screened
     kept = len(keep)
     if paths is not None:
         image_column = pa.StructArray.from_arrays(
