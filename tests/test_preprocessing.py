@@ -1,6 +1,7 @@
 """One preprocessing for every path: odd image files (EXIF-rotated JPEG, RGBA, transparent palette,
 16-bit grey, CMYK, grey) give the same pixels and scores through the model's image processor, the
-pipeline, `hf_mlcls.inference.predict_files`, the training evaluation transform and the Space."""
+pipeline (given the file's path or the opened image), `hf_mlcls.inference.predict_files`, the training
+evaluation transform and the Space."""
 
 from __future__ import annotations
 
@@ -18,22 +19,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, pipeline
+from transformers import AutoImageProcessor, ImageClassificationPipeline, pipeline
 
 import hf_mlcls
 from hf_mlcls.data import transforms_from_image_processor
 from hf_mlcls.inference import load_model, predict_files
 from hf_mlcls.models.image_processing_multilabel import MultiLabelImageProcessor, to_rgb
+from hf_mlcls.models.pipeline_multilabel import MultiLabelImageClassificationPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "spaces" / "app.py"
 LABELS = {0: "cat", 1: "dog", 2: "tree"}
 TINY = dict(backbone="test_resnet", hidden_dim=96, dim_feedforward=32, id2label=LABELS, image_size=32)
 
-#: files whose alpha channel or bit depth transformers' own `load_image` (`convert("RGB")`) loses before any
-#: image processor sees them, when the pipeline is given the file itself. (A transparent palette entry
-#: survives: PIL keeps it as the RGB image's transparent colour, which `to_rgb` composites on white.)
-CONVERTED_BY_THE_PIPELINE = {"rgba.png", "gray16.png"}
+#: files whose alpha channel or bit depth transformers' stock `ImageClassificationPipeline` loses before any
+#: image processor sees them (its `load_image` calls `convert("RGB")`). (A transparent palette entry survives:
+#: PIL keeps it as the RGB image's transparent colour, which `to_rgb` composites on white.)
+CONVERTED_BY_THE_STOCK_PIPELINE = {"rgba.png", "gray16.png"}
 
 
 def _pixels(height: int, width: int, seed: int) -> np.ndarray:
@@ -151,13 +153,13 @@ def test_every_path_gives_the_processors_scores(setup, path, tmp_path):
         elif path == "eval_transform":
             pixels = transforms_from_image_processor(processor, train=False)(str(file))[None]
             got = _by_label(model, _scores(model, pixels))
-        elif path == "pipeline":
-            # transformers' pipeline converts a file with convert("RGB") before the processor runs, so it is
-            # given the processor's own decoding (docs/preprocessing.md); other files go in as they are
+        elif path == "pipeline":  # given the file's path, and the opened (undecoded) image
+            pixels = pipe.preprocess(str(file))["pixel_values"]
+            got = {item["label"]: item["score"] for item in pipe(str(file), top_k=None)}
             with Image.open(file) as image:
-                source = processor.to_rgb(image) if name in CONVERTED_BY_THE_PIPELINE else str(file)
-                pixels = pipe.preprocess(source)["pixel_values"]
-                got = {item["label"]: item["score"] for item in pipe(source, top_k=None)}
+                torch.testing.assert_close(pipe.preprocess(image)["pixel_values"], pixels, atol=0, rtol=0)
+                from_image = {item["label"]: item["score"] for item in pipe(image, top_k=None)}
+            assert from_image == got, name
         else:  # the Space's own upload decoding (given the model's processor where it takes one)
             takes_processor = "processor" in inspect.signature(app.load_image).parameters
             image = app.load_image(str(file), name, **({"processor": processor} if takes_processor else {}))
@@ -172,14 +174,18 @@ def test_every_path_gives_the_processors_scores(setup, path, tmp_path):
     assert not gaps, f"{path} disagrees with the image processor: {gaps}"
 
 
-def test_the_pipeline_given_a_file_converts_it_first(setup):
-    """What docs/preprocessing.md says about transformers' pipeline, checked: given the file itself, it sees
-    the processor's pixels except for files with an alpha channel or 16 bits, which it converts with convert("RGB")."""
-    pipe = pipeline("image-classification", model=str(setup["folder"]), device="cpu")
-    assert isinstance(pipe.image_processor, MultiLabelImageProcessor)
+def test_the_stock_pipeline_loses_what_ours_keeps(setup):
+    """Why the package has its own pipeline class: transformers' stock one, given the same files, sees the
+    processor's pixels except for files with an alpha channel or 16 bits, which it converts with
+    convert("RGB") first; `pipeline("image-classification", ...)` builds ours for these models."""
+    ours = pipeline("image-classification", model=str(setup["folder"]), device="cpu")
+    assert type(ours) is MultiLabelImageClassificationPipeline
+    stock = pipeline("image-classification", model=str(setup["folder"]), device="cpu",
+                     pipeline_class=ImageClassificationPipeline)
+    assert type(stock) is ImageClassificationPipeline and isinstance(stock.image_processor, MultiLabelImageProcessor)
     for name, file in setup["files"].items():
-        same = torch.equal(pipe.preprocess(str(file))["pixel_values"], _reference(setup, name)[0])
-        assert same == (name not in CONVERTED_BY_THE_PIPELINE), name
+        same = torch.equal(stock.preprocess(str(file))["pixel_values"], _reference(setup, name)[0])
+        assert same == (name not in CONVERTED_BY_THE_STOCK_PIPELINE), name
 
 
 def test_decoding_policy(setup):

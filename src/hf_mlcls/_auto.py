@@ -3,8 +3,10 @@
 ``import hf_mlcls`` must stay cheap (``hf-mlcls --help`` should not pay for torch, transformers and timm),
 yet ``AutoConfig`` / ``AutoModel`` / ``AutoModelForImageClassification`` / ``AutoImageProcessor`` must know
 our types as soon as anyone uses them. transformers keeps those mappings in three modules of
-``transformers.models.auto``; we register right after each of them is first imported (or at once, when it
-already is). The hook is a meta-path finder that only wraps the loader of those three modules.
+``transformers.models.auto``, and the pipelines of its tasks in ``transformers.pipelines``; we register right
+after each of them is first imported (or at once, when it already is). The hook is a meta-path finder that
+only wraps the loader of those four modules and of the few they need (our pipeline module among them: it
+imports ``transformers.pipelines`` on its way, so registering waits until it is complete).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import threading
 _CONFIG = "transformers.models.auto.configuration_auto"
 _MODELING = "transformers.models.auto.modeling_auto"
 _PROCESSING = "transformers.models.auto.image_processing_auto"
+_PIPELINES = "transformers.pipelines"
+_OUR_PIPELINE = f"{__package__}.models.pipeline_multilabel"  # imports transformers.pipelines on its way
 _CONFIG_UTILS = "transformers.configuration_utils"
 _MODELING_UTILS = "transformers.modeling_utils"
 _PROCESSING_UTILS = "transformers.image_processing_utils"
@@ -26,6 +30,7 @@ _lock = threading.RLock()
 _loaded: set[str] = set()  # watched modules whose code has run to the end
 _done: set[str] = set()  # registrations made
 _active = False
+
 
 def _register_configs() -> None:
     from transformers import AutoConfig
@@ -74,11 +79,36 @@ def _register_processors() -> None:
         )
 
 
+def _register_pipelines() -> None:
+    """The "image-classification" task builds our pipeline for our model types, the class it had for the rest.
+
+    transformers picks a pipeline class from the task alone (before it loads the model), so the task's entry
+    becomes `for_model_types(previous class)`, which builds `MultiLabelImageClassificationPipeline` for a
+    Query2Label or ML-Decoder model and the previous class, unchanged, for any other. Our configuration then
+    stops offering config.json's `custom_pipelines` (meant for remote code), which would make transformers
+    demand `trust_remote_code=True` for a pipeline this package already provides.
+    """
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .models.configuration_common import MultiLabelConfig
+    from .models.pipeline_multilabel import for_model_types
+
+    entry = PIPELINE_REGISTRY.supported_tasks["image-classification"]
+    previous = entry["impl"]
+    if isinstance(previous, str):  # "module.Class", as transformers lists its own tasks
+        module, name = previous.rsplit(".", 1)
+        previous = getattr(importlib.import_module(module), name)
+    if getattr(previous, "_multilabel_fallback", None) is None:
+        entry["impl"] = for_model_types(previous)
+    MultiLabelConfig.pipeline_registered = True
+
+
 # registration -> (function, the Auto module whose import triggers it, the modules it imports)
 _REGISTER = {
     "configs": (_register_configs, _CONFIG, (_CONFIG_UTILS,)),
     "models": (_register_models, _MODELING, (_MODELING_UTILS, _CONFIG, _CONFIG_UTILS)),
     "processors": (_register_processors, _PROCESSING, (_PROCESSING_UTILS, _CONFIG, _CONFIG_UTILS)),
+    "pipelines": (_register_pipelines, _PIPELINES, (_OUR_PIPELINE, _PROCESSING_UTILS, _CONFIG_UTILS)),
 }
 _WATCHED = frozenset(m for _, trigger, needs in _REGISTER.values() for m in (trigger, *needs))
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Mapping
+from typing import ClassVar
 
 from transformers import PretrainedConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# The pipeline a saved folder offers as remote code (`pipeline(model=folder, trust_remote_code=True)`):
+# pipeline_multilabel.py ships beside the model's code (docs/preprocessing.md).
+CUSTOM_PIPELINES = {
+    "image-classification": {
+        "impl": "pipeline_multilabel.MultiLabelImageClassificationPipeline",
+        "pt": ["AutoModelForImageClassification"],
+        "type": "image",
+    }
+}
 
 
 class MultiLabelConfig(PretrainedConfig):
@@ -42,6 +54,9 @@ class MultiLabelConfig(PretrainedConfig):
 
     # Large per-query outputs the Trainer must not gather during evaluation.
     keys_to_ignore_at_inference = ["hidden_states", "cross_attentions"]
+    # Set where the installed package has registered its pipeline with transformers (hf_mlcls._auto); never
+    # in a copy loaded as remote code.
+    pipeline_registered: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -88,6 +103,24 @@ class MultiLabelConfig(PretrainedConfig):
         self.asl_reduction = asl_reduction
         super().__init__(**kwargs)
         self._validate_common()
+
+    @property
+    def custom_pipelines(self) -> dict:
+        """config.json's `custom_pipelines` (always saved) as transformers' `pipeline()` should see it.
+
+        Empty where the installed package has registered the pipeline itself: transformers demands
+        `trust_remote_code=True` for any task a config lists, even when the pipeline needs no remote code.
+        """
+        return {} if type(self).pipeline_registered else copy.deepcopy(CUSTOM_PIPELINES)
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value) -> None:
+        """Ignored (the value read from a config.json, or set by `Pipeline.save_pretrained`): it is fixed."""
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["custom_pipelines"] = copy.deepcopy(CUSTOM_PIPELINES)
+        return out
 
     def _check_integers(self, *names: str) -> None:
         """Integer fields must be ints (not floats, not booleans): each is a count or a size."""

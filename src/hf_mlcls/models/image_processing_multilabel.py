@@ -1,7 +1,8 @@
 """The image processor of Query2Label and ML-Decoder models: the one owner of preprocessing.
 
 Every path that turns an image into ``pixel_values`` uses what this file defines: the
-``pipeline``, `hf_mlcls.inference` (``hf-mlcls predict``, ``examples/evaluate.py``), the
+``pipeline`` (``pipeline_multilabel``, which opens files, URLs and bytes without converting them and decodes
+with :func:`to_rgb`), `hf_mlcls.inference` (``hf-mlcls predict``, ``examples/evaluate.py``), the
 evaluation transform of training (`hf_mlcls.data.transforms_from_image_processor`, which
 decodes with :func:`to_rgb` and resizes and normalises with the same calls), and the Space.
 

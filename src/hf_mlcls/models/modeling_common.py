@@ -272,6 +272,9 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
         if getattr(self, "_auto_class", None) is not None:
             # Both AutoModel and AutoModelForImageClassification open the folder with trust_remote_code.
             self.config.auto_map = dict(self._remote_code_map)
+            # config.json's custom_pipelines names this class: importing it relatively here is also what makes
+            # transformers copy its file with the rest of the remote code (it copies every `from .x import`).
+            from .pipeline_multilabel import MultiLabelImageClassificationPipeline  # noqa: F401
         out = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             self.build_image_processor().save_pretrained(save_directory)
