@@ -13,9 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -196,3 +194,46 @@ def test_remote_code_pipeline_without_the_package_gives_the_same_scores(setup):
     scores = json.loads(done.stdout.split("SCORES", 1)[1])
     gaps = {name: scores[name] for name in files if not _close(scores[name], _reference(setup, name))}
     assert not gaps, gaps
+
+
+REMOTE_ZERO_SHOT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["hf_mlcls"] = None  # the package must not be importable here
+    import torch
+    from transformers import pipeline
+    folder, image, glove = sys.argv[1:4]
+    pipe = pipeline(model=folder, device="cpu", trust_remote_code=True)
+    assert "transformers_modules" in type(pipe.model).__module__, type(pipe.model).__module__
+    before = {d["label"]: d["score"] for d in pipe(image, top_k=None)}
+    pipe.model.set_label_names(["sky", "dog"], text_encoder=glove)  # the shipped text-encoding modules at work
+    after = {d["label"]: d["score"] for d in pipe(image, top_k=None)}
+    print("SCORES" + json.dumps([before, after]))
+    """
+)
+
+
+def test_a_zero_shot_model_runs_as_remote_code_with_its_text_encoders(setup, tmp_path, monkeypatch):
+    """The zero-shot model's text-encoding files ship with it: loaded as remote code without the package, it
+    scores and takes new label names through them, as the installed package does."""
+    from test_zero_shot import tiny_zsl, write_glove
+
+    monkeypatch.setenv("HF_MLCLS_CACHE", str(tmp_path / "cache"))
+    glove = write_glove(tmp_path / "glove.txt")
+    torch.manual_seed(0)
+    model = tiny_zsl(4, names=("cat", "dog")).eval()
+    model.set_label_names(["cat", "traffic light"], text_encoder=str(glove))
+    model.save_pretrained(tmp_path / "zsl")
+    for module in ("text_encoding", "label_encoder", "word_vectors", "transformers_text_encoder"):
+        assert (tmp_path / "zsl" / f"{module}.py").is_file(), module
+    image = str(setup["files"]["rgba.png"])
+    pipe = pipeline("image-classification", model=str(tmp_path / "zsl"), device="cpu")
+    expected = [_by_label(pipe(image, top_k=None))]
+    pipe.model.set_label_names(["sky", "dog"], text_encoder=str(glove))
+    expected.append(_by_label(pipe(image, top_k=None)))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="")
+    done = subprocess.run([sys.executable, "-c", REMOTE_ZERO_SHOT, str(tmp_path / "zsl"), image, str(glove)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.split("SCORES", 1)[1])
+    assert all(_close(g, e) for g, e in zip(got, expected)), (got, expected)
