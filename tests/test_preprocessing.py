@@ -6,7 +6,6 @@ evaluation transform and the Space."""
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import inspect
 import json
 import os
@@ -26,9 +25,8 @@ from hf_mlcls.data import transforms_from_image_processor
 from hf_mlcls.inference import load_model, predict_files
 from hf_mlcls.models.image_processing_multilabel import MultiLabelImageProcessor, to_rgb
 from hf_mlcls.models.pipeline_multilabel import MultiLabelImageClassificationPipeline
+from helpers_space import import_app
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "spaces" / "app.py"
 LABELS = {0: "cat", 1: "dog", 2: "tree"}
 TINY = dict(backbone="test_resnet", hidden_dim=96, dim_feedforward=32, id2label=LABELS, image_size=32)
 
@@ -82,22 +80,12 @@ def write_odd_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def import_space_app(tmp: Path):
-    """spaces/app.py as a module (no server), its temporary folder under ``tmp``."""
-    saved = {k: os.environ.get(k) for k in ("HF_MLCLS_SPACE_TMP", "GRADIO_TEMP_DIR")}
-    os.environ["HF_MLCLS_SPACE_TMP"] = str(tmp)
-    try:
-        spec = importlib.util.spec_from_file_location("hf_mlcls_space_app_preprocessing", APP)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return module
+def import_space_app(tmp: Path, monkeypatch):
+    """spaces/app.py as a module (no server), its temporary folder under ``tmp``; the environment variables
+    it sets are put back after the test."""
+    monkeypatch.setenv("HF_MLCLS_SPACE_TMP", str(tmp))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))  # app.py sets it on import
+    return import_app("hf_mlcls_space_app_preprocessing")
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +119,11 @@ PATHS = ["processor", "predict_files", "eval_transform", "pipeline", "space"]
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_every_path_gives_the_processors_scores(setup, path, tmp_path):
+def test_every_path_gives_the_processors_scores(setup, path, tmp_path, monkeypatch):
     model, processor = setup["model"], setup["processor"]
     if path == "space":
         pytest.importorskip("gradio", reason="the Space's decoding needs gradio to import spaces/app.py")
-        app = import_space_app(tmp_path)
+        app = import_space_app(tmp_path, monkeypatch)
     if path == "pipeline":
         pipe = pipeline("image-classification", model=str(setup["folder"]), device="cpu")
     gaps = {}
