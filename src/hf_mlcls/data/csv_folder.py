@@ -32,6 +32,12 @@ def read_csv_rows(path: str, delimiter: str = ",", required: Sequence[str] = (),
             header = reader.fieldnames
             if not header:
                 raise DatasetLayoutError(f"{path}: empty file (expected a header line)")
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise DatasetLayoutError(
+                    f"{path}:1: the header names column(s) {twice} more than once (one would be dropped); "
+                    "give each column one name"
+                )
             if any(c not in header for c in required):
                 raise DatasetLayoutError(
                     f"{path}: needs columns {', '.join(repr(c) for c in required)}; the header has {header}."
@@ -81,7 +87,7 @@ def load_csv(
     files = _file_splits(root, "csv", splits, layout, "csv")
     raws = {}
     for split, path in files.items():
-        raw = _RawSplit(source=path)
+        raw = _RawSplit(source=path, image_roots=(root,))
         base = os.path.basename(path)
         has_unknown = False
         for lineno, row in read_csv_rows(path, delimiter, (image_column, label_column), layout):

@@ -19,6 +19,7 @@ from .core import (
     unknown_names_error,
     warn_skipped,
 )
+from .class_names import normalise_class_name
 from .label_names import _class_option
 
 __all__ = ["load_hub"]
@@ -148,7 +149,7 @@ def load_hub(
             col = available[theirs].data.column(label_column).combine_chunks().flatten()
             values.update(v for v in col.to_pylist() if v is not None)
         if any(k == "string" for k, _ in kinds.values()):
-            names = sorted(str(v) for v in values)
+            names = sorted({normalise_class_name(v, f"hub {data_dir} column {label_column!r}") for v in values})
         else:
             names = [str(i) for i in range(max(values, default=-1) + 1)]
     names = check_class_names(names, f"hub {data_dir}")
@@ -172,7 +173,7 @@ def load_hub(
                 elif kind == "int":
                     key = str(v) if given is None else (names[v] if 0 <= v < len(names) else str(v))
                 else:
-                    key = str(v)
+                    key = normalise_class_name(v, f"hub split {split!r} column {column!r}")
                 i = index.get(key)
                 if i is None:
                     if drop_unlisted_labels:

@@ -48,7 +48,7 @@ def load_jsonl(
     files = _file_splits(root, "jsonl", splits, layout, "jsonl")
     raws = {}
     for split, path in files.items():
-        raw = _RawSplit(source=path)
+        raw = _RawSplit(source=path, image_roots=(root,))
         base = os.path.basename(path)
         unknown: list = []
         has_unknown = False

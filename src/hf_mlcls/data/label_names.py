@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .core import DatasetLayoutError, check_class_names, require_file, unknown_names_error, utf8_text
+from .class_names import _clean, check_class_names
+from .core import DatasetLayoutError, require_file, unknown_names_error, utf8_text
 
 if TYPE_CHECKING:
     from .tabular import _RawSplit
@@ -22,21 +24,57 @@ __all__ = ["MAX_INDEX_CLASSES", "parse_label_cell", "read_class_list"]
 #: large is a typo or an id column, not a class (Open Images has 19,958 labels in all).
 MAX_INDEX_CLASSES = 100_000
 
+_INT_TEXT = re.compile(r"-?[0-9]+")
+
+
+class QuotedName(str):
+    """A label written as a quoted string inside a list (``["3"]`` in JSON, ``['3']`` in a Python literal):
+    a class name even when it looks like a number. Bare text cells (``3|5``) stay plain ``str``, which
+    ``label_type="auto"`` may read as indices."""
+
+
+def _label_token(value: Any) -> Union[int, str]:
+    """One element of a label list: an int (not a bool) is an index, a string a (normalised) name;
+    anything else (null, a float, a list, an object) is refused, never turned into text."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, str):
+        name, why = _clean(value)
+        if why:
+            raise ValueError(f"label {value!r} {why}")
+        return QuotedName(name)
+    raise ValueError(
+        f"label {value!r} is a {type(value).__name__}; a label is a class name (a string) or a class index (an integer)"
+    )
+
+
+def _text_token(text: str) -> str:
+    name, why = _clean(text)
+    if why:
+        raise ValueError(f"label {text!r} {why}")
+    return name
+
 
 def parse_label_cell(cell: Any, separator: str = "|") -> list:
-    """A label cell as a list of tokens (names or integers).
+    """A label cell as a list of tokens: ``int`` indices, ``str`` names (normalised, see
+    :mod:`.class_names`).
 
-    Lists pass through; a string that starts with ``[`` is read as a JSON or Python
-    list literal (``["cat", "dog"]``, ``['cat', 'dog']``, ``[0, 3]``); any other
-    string is split on ``separator``; empty means no label.
+    A list holds ints (indices) and strings (names: :class:`QuotedName`); a string that starts with ``[``
+    is read as a JSON or Python list literal (``["cat", "dog"]``, ``['cat', 'dog']``, ``[0, 3]``) under
+    the same rule; any other string is split on ``separator``; empty or null means no label. Anything
+    else (a boolean, a float, an object, a nested list) is a ``ValueError`` naming the value.
     """
     if cell is None:
         return []
     if isinstance(cell, (list, tuple)):
-        return list(cell)
-    if isinstance(cell, (int, np.integer)) and not isinstance(cell, bool):
+        return [_label_token(v) for v in cell]
+    if isinstance(cell, (bool, np.bool_)) or not isinstance(cell, (str, int, np.integer)):
+        raise ValueError(
+            f"label cell {cell!r} is a {type(cell).__name__}; expected a list of names or indices, or a string"
+        )
+    if isinstance(cell, (int, np.integer)):
         return [int(cell)]
-    text = str(cell).strip()
+    text = cell.strip()
     if not text:
         return []
     if text.startswith("["):
@@ -45,21 +83,21 @@ def parse_label_cell(cell: Any, separator: str = "|") -> list:
         except (ValueError, RecursionError):
             try:
                 value = ast.literal_eval(text)
-            except (ValueError, SyntaxError, RecursionError, MemoryError) as exc:
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
                 shown = text if len(text) <= 80 else text[:77] + "..."
                 raise ValueError(f"label list {shown!r} is neither JSON nor a Python list literal ({str(exc)[:200]})") from None
         if not isinstance(value, (list, tuple)):
             shown = text if len(text) <= 80 else text[:77] + "..."
             raise ValueError(f"label list {shown!r} is not a list")
-        return list(value)
-    return [t.strip() for t in text.split(separator) if t.strip()]
+        return [_label_token(v) for v in value]
+    return [_text_token(t) for t in text.split(separator) if t.strip()]
 
 
 def read_class_list(path: str) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""
     require_file(path, "class list", "  one class name per line")
     with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
-        names = [line.strip() for line in fh if line.strip()]
+        names = [line for line in fh if line.strip()]
     return check_class_names(names, path)
 
 
@@ -77,11 +115,12 @@ def _class_option(classes: Union[None, str, Sequence[str]], data_dir: Optional[s
 
 
 def _is_int_token(t: Any) -> bool:
+    """An index: an int, or bare text of ASCII digits (a quoted name never is; nor are Unicode digits)."""
     if isinstance(t, bool):
         return False
     if isinstance(t, (int, np.integer)):
         return True
-    return isinstance(t, str) and t.strip().lstrip("-").isdigit()
+    return isinstance(t, str) and not isinstance(t, QuotedName) and _INT_TEXT.fullmatch(t.strip()) is not None
 
 
 
@@ -102,7 +141,7 @@ class _LabelResolver:
         all_tokens = [t for s in splits for col in (s.tokens, s.unknown_tokens or []) for row in col for t in row]
         mode = self.label_type
         if mode == "auto":
-            if self.classes is not None and all(str(t) in self._index() for t in all_tokens):
+            if self.classes is not None and all(not isinstance(t, int) and t in self._index() for t in all_tokens):
                 mode = "name"
             elif all_tokens and all(_is_int_token(t) for t in all_tokens):
                 mode = "index"
@@ -131,7 +170,7 @@ class _LabelResolver:
                     )
                 self.classes = [str(i) for i in range(top + 1)]
             else:
-                self.classes = sorted({str(t) for t in all_tokens})
+                self.classes = sorted({str(t) for t in all_tokens if not isinstance(t, int)})
         if not self.classes:
             raise DatasetLayoutError("no class names: the files hold no labels and no classes= was given")
         return self.classes
@@ -153,7 +192,12 @@ class _LabelResolver:
                         raise DatasetLayoutError(f"{raw.refs[row]}: label {t!r} is not a class index in [0, {n})")
                     ids.add(int(t))
                 else:
-                    i = index.get(str(t))
+                    if isinstance(t, int):
+                        raise DatasetLayoutError(
+                            f"{raw.refs[row]}: label {t!r} is an index, but this dataset's labels are class names; "
+                            "write every label the same way (all names, or all indices with label_type='index')"
+                        )
+                    i = index.get(t)
                     if i is None:
                         if self.drop_unlisted:
                             self.dropped[str(t)] = self.dropped.get(str(t), 0) + 1

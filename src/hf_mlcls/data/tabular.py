@@ -22,6 +22,7 @@ class _RawSplit:
     tokens: list[list] = field(default_factory=list)
     unknown_tokens: Optional[list[list]] = None
     refs: list[str] = field(default_factory=list)
+    image_roots: tuple = ()
 
 
 
@@ -65,7 +66,7 @@ def _build_splits(
             paths, refs, labels = [paths[i] for i in keep], [refs[i] for i in keep], [labels[i] for i in keep]
             unknown = None if unknown is None else [unknown[i] for i in keep]
         rows = SplitRows(
-            paths=paths, labels=labels, unknown_labels=unknown, refs=refs, source=raw.source,
+            paths=paths, labels=labels, unknown_labels=unknown, refs=refs, source=raw.source, image_roots=raw.image_roots,
             extra_report={"dropped_labels": dict(sorted(resolver.dropped.items())), "dropped_empty": dropped_empty,
                           "label_type": resolver.mode},
         )

@@ -52,7 +52,7 @@ def _find_root(data_dir: str) -> str:
 
 def _read_list(path: str) -> list[tuple[str, int]]:
     names, seen = [], {}
-    with open(path, encoding="utf-8", newline="") as fh, utf8_text(path):
+    with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             name = line.rstrip("\r\n")
             if not name.strip():
@@ -70,7 +70,7 @@ def _class_option(class_names: Union[None, str, Sequence[str]]) -> list[str]:
     source = "class_names"
     if isinstance(class_names, str):
         source = require_file(class_names, "visual-genome class_names", "a text file with 500 names, one a line")
-        with open(class_names, encoding="utf-8") as fh, utf8_text(class_names):
+        with open(class_names, encoding="utf-8-sig") as fh, utf8_text(class_names):
             class_names = [line.strip() for line in fh if line.strip()]
     names = check_class_names(list(class_names), source)
     if len(names) != VG500_NUM_CLASSES:
@@ -109,7 +109,7 @@ def load_visual_genome(
         raise DatasetLayoutError(f"{labels_path}: expected a JSON object {{file name: [label indices]}}, got {type(table).__name__}")
     out = {}
     for name, list_path in lists.items():
-        rows = SplitRows(source=list_path)
+        rows = SplitRows(source=list_path, image_roots=(root, image_dir))
         refs = []
         empty = 0
         for image, lineno in _read_list(list_path):
