@@ -273,7 +273,7 @@ def test_a_symlink_inside_the_data_folder_pointing_outside_is_refused(tmp_path):
         load_multilabel_dataset("csv", root)
 
 
-def test_a_symlinked_folder_inside_the_image_folder_pointing_outside_is_refused(tmp_path):
+def test_a_link_inside_the_image_folder_pointing_outside_is_refused(tmp_path):
     write_image(str(tmp_path / "outside" / "a.jpg"), "rgb")
     root = _coco(tmp_path / "coco", images=[{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}])
     os.remove(os.path.join(root, "train2014", "a.jpg"))

@@ -172,7 +172,10 @@ class _LabelResolver:
             else:
                 self.classes = sorted({str(t) for t in all_tokens if not isinstance(t, int)})
         if not self.classes:
-            raise DatasetLayoutError("no class names: the files hold no labels and no classes= was given")
+            raise DatasetLayoutError(
+                f"{', '.join(s.source for s in splits)}: no row holds a label and no classes= was given, so there is no "
+                "class; label the rows or pass classes= (a list or a classes.txt)"
+            )
         return self.classes
 
     def _index(self) -> dict[str, int]:
