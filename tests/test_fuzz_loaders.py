@@ -119,15 +119,24 @@ def assert_classes(ds, names) -> None:
 # ------------------------------------------------------------------------------------------------ the formats
 
 
+def _mostly(valid, wrong=WRONG, odds=4):
+    """``valid`` most of the time, a value of the wrong type one time in ``odds``."""
+    return st.integers(1, odds).flatmap(lambda k: wrong if k == odds else valid)  # hypothesis leans to small k
+
+
 @SETTINGS
-@given(cats=st.lists(st.tuples(ID_VALUE, NAME_VALUE), min_size=1, max_size=4),
-       images=st.lists(st.tuples(ID_VALUE, st.sampled_from(["a.jpg", "b.jpg", "a.jpg"])), min_size=1, max_size=3),
-       anns=st.lists(st.tuples(ID_VALUE, ID_VALUE), max_size=4), bom=st.booleans())
-def test_coco(cats, images, anns, bom):
+@given(names=_mostly(st.lists(name_text(), min_size=1, max_size=3, unique_by=expected_name),
+                     st.lists(name_text(), min_size=2, max_size=3)),
+       image_ids=st.tuples(_mostly(st.just(1), st.one_of(WRONG, st.just(2)), odds=6), st.just(2)),
+       files=st.sampled_from([("a.jpg", "b.jpg"), ("a.jpg", "b.jpg"), ("a.jpg", "a.jpg")]),
+       anns=st.lists(st.tuples(_mostly(st.sampled_from([1, 2]), odds=10), _mostly(st.just(1), odds=10)), max_size=3),
+       cat_id=_mostly(st.just(1), odds=8), bom=st.booleans())
+def test_coco(names, image_ids, files, anns, cat_id, bom):
     with folder_and_alarm() as root:
-        doc = {"images": [{"id": i, "file_name": f} for i, f in images],
+        cats = [{"id": cat_id if k == 0 else k + 1, "name": n} for k, n in enumerate(names)]
+        doc = {"images": [{"id": i, "file_name": f} for i, f in zip(image_ids, files)],
                "annotations": [{"id": k, "image_id": i, "category_id": c} for k, (i, c) in enumerate(anns)],
-               "categories": [{"id": i, "name": n} for i, n in cats]}
+               "categories": cats}
         os.makedirs(os.path.join(root, "annotations"))
         for native in ("train2014", "val2014"):
             for f in ("a.jpg", "b.jpg"):
@@ -136,15 +145,17 @@ def test_coco(cats, images, anns, bom):
                 fh.write(("\ufeff" if bom else "") + json.dumps(doc))
         ds = load_or_refuse("coco2014", root, "instances_")
         if ds is not None:
-            ordered = [n for _, n in sorted(cats, key=lambda c: c[0])]
-            assert_classes(ds, [expected_name(n) for n in ordered])
+            assert all(type(i) is int for i in image_ids) and len(set(files)) == 2 and type(cat_id) is int
+            assert_classes(ds, [expected_name(c["name"]) for c in sorted(cats, key=lambda c: c["id"])])
 
 
 @SETTINGS
-@given(objects=st.lists(st.tuples(st.one_of(name_text(), st.sampled_from(["dog", "cat"])),
-                                  st.sampled_from(["0", "1", "1", "0", "inf", "nan", "1.5", "-0", " 1 ", "", "\u0661"])),
+@given(objects=st.lists(st.tuples(_mostly(st.sampled_from(["dog", "cat", " dog\u00a0", "\u200bcat"]), name_text()),
+                                  _mostly(st.sampled_from(["0", "1", " 1 ", ""]),
+                                          st.sampled_from(["inf", "nan", "1.5", "-0", "\u0661", "true"]), odds=6)),
                         min_size=1, max_size=3),
-       ids=st.lists(st.sampled_from(["000001", "000002", "\ufeff000001", "000001\u200b"]), min_size=1, max_size=3))
+       ids=st.lists(st.sampled_from(["000001", "000002", "000001", "\ufeff000001", "000001\u200b"]), min_size=1, max_size=2,
+                    unique=True))
 def test_voc(objects, ids):
     with folder_and_alarm() as root:
         voc = os.path.join(root, "VOC2007")
@@ -160,7 +171,8 @@ def test_voc(objects, ids):
                 fh.write("\n".join(ids) + "\n")
         ds = load_or_refuse("voc2007", root, ".")
         if ds is not None:
-            assert all(expected_name(n) in ("dog", "cat") and d.strip() in ("0", "1") for n, d in objects)
+            assert all(expected_name(n) in ("dog", "cat") and d.strip() in ("0", "1", "") for n, d in objects)
+            assert all(i.lstrip("\ufeff") in ("000001", "000002") for i in ids[:1]) and all(i in ("000001", "000002") for i in ids[1:])
 
 
 def _label_cell(draw_names, style):
@@ -193,8 +205,8 @@ def test_csv(rows, header):
 
 @SETTINGS
 @given(rows=st.lists(st.tuples(st.sampled_from(["a.jpg", "b.jpg", "c.jpg"]),
-                               st.one_of(st.lists(st.one_of(name_text(), name_text(), WRONG), max_size=3), WRONG)),
-                     min_size=1, max_size=4), bom=st.booleans())
+                               _mostly(st.lists(_mostly(name_text(), odds=12), max_size=3), odds=8)),
+                     min_size=1, max_size=3, unique_by=lambda r: r[0]), bom=st.booleans())
 def test_jsonl(rows, bom):
     with folder_and_alarm() as root:
         for f in ("a.jpg", "b.jpg", "c.jpg"):
@@ -275,9 +287,10 @@ def test_open_images(display, rows, bom):
 
 
 @SETTINGS
-@given(table=st.dictionaries(st.sampled_from(["a.jpg", "b.jpg", "\ufeffa.jpg"]),
-                             st.one_of(st.lists(st.one_of(st.integers(-1, 501), WRONG), max_size=3), WRONG), max_size=3),
-       listed=st.lists(st.sampled_from(["a.jpg", "b.jpg", "a.jpg", "c.jpg"]), min_size=1, max_size=3), bom=st.booleans())
+@given(table=st.dictionaries(st.sampled_from(["a.jpg", "b.jpg", "a.jpg", "b.jpg", "\ufeffa.jpg"]),
+                             _mostly(st.lists(_mostly(st.integers(0, 499), st.one_of(WRONG, st.sampled_from([-1, 500]))), max_size=3)),
+                             max_size=3),
+       listed=st.lists(st.sampled_from(["a.jpg", "b.jpg", "a.jpg", "b.jpg", "c.jpg"]), min_size=1, max_size=2), bom=st.booleans())
 def test_visual_genome(table, listed, bom):
     with folder_and_alarm() as root:
         for f in ("a.jpg", "b.jpg"):
