@@ -244,6 +244,14 @@ def test_visual_genome_list_with_a_byte_order_mark_loads(tmp_path):
     assert ds["train"]["labels"] == [[1], [2]]
 
 
+def test_visual_genome_image_with_two_entries_in_the_labels_file_is_refused(tmp_path):
+    root = _vg(tmp_path)
+    with open(os.path.join(root, "vg_category_500_labels_index.json"), "w", encoding="utf-8") as fh:
+        fh.write('{"0.jpg": [1], "1.jpg": [2], "0.jpg": [3]}')
+    with pytest.raises(DatasetLayoutError, match=r"vg_category_500_labels_index\.json: image '0\.jpg' has two entries"):
+        load_multilabel_dataset("visual-genome", root)
+
+
 def test_visual_genome_class_names_equal_after_normalisation_are_refused(tmp_path):
     names = [f"c{i}" for i in range(498)] + [NFC, NFD]
     with pytest.raises(DatasetLayoutError, match=r"class_names: duplicated class name\(s\) \['caf\u00e9'\]"):

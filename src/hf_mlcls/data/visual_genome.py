@@ -13,6 +13,7 @@ gives them, otherwise they are ``vg500_000`` .. ``vg500_499``.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Mapping, Optional, Sequence, Union
 
@@ -24,7 +25,8 @@ from .core import (
     build_dataset,
     check_class_names,
     merge_dict,
-    read_json_file,
+    parse_json_bytes,
+    read_bytes,
     require_file,
     resolve_image_path,
     resolve_splits,
@@ -62,6 +64,27 @@ def _read_list(path: str) -> list[tuple[str, int]]:
             seen[name] = lineno
             names.append((name, lineno))
     return names
+
+
+def _read_labels(path: str, what: str):
+    """The labels file; an image with two entries is refused (a JSON parser keeps only the last of two equal
+    keys, so one entry's labels would vanish without a word)."""
+    raw = read_bytes(path, what)
+    table = parse_json_bytes(raw, path, what)
+    if isinstance(table, dict):
+        twice: list[str] = []
+
+        def keys_once(pairs):
+            seen: set = set()
+            twice.extend(k for k, _ in pairs if k in seen or seen.add(k))
+
+        json.loads(raw.decode("utf-8-sig"), object_pairs_hook=keys_once)
+        if twice:
+            raise DatasetLayoutError(
+                f"{path}: image {twice[0]!r} has two entries ({len(twice)} such key(s)); give each image one entry "
+                "holding all its label indices"
+            )
+    return table
 
 
 def _class_option(class_names: Union[None, str, Sequence[str]]) -> list[str]:
@@ -104,7 +127,7 @@ def load_visual_genome(
     lists = {name: require_file(os.path.join(root, f"{native}_list_500.txt"), f"{dataset_name} split {name!r}", LAYOUT)
              for name, native in chosen.items()}
     image_dir = require_file(os.path.join(root, image_folder), dataset_name, LAYOUT, directory=True)
-    table = read_json_file(labels_path, dataset_name)
+    table = _read_labels(labels_path, dataset_name)
     if not isinstance(table, dict):
         raise DatasetLayoutError(f"{labels_path}: expected a JSON object {{file name: [label indices]}}, got {type(table).__name__}")
     out = {}
