@@ -116,8 +116,8 @@ def _int_column(items: list, key: str, path: str, section: str) -> np.ndarray:
     are refused, never converted."""
     try:
         values = list(map(operator.itemgetter(key), items))
-        if all(type(v) is int for v in values):
-            return np.array(values, dtype=np.int64) if values else np.zeros(0, dtype=np.int64)
+        if set(map(type, values)) <= {int}:  # exactly int: bool, float and str are other types
+            return np.fromiter(values, dtype=np.int64, count=len(values))
     except (KeyError, TypeError, IndexError, OverflowError):
         pass
     for i, item in enumerate(items):
