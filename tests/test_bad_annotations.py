@@ -209,6 +209,14 @@ def test_class_list_with_names_equal_after_normalisation_is_refused(tmp_path):
         load_multilabel_dataset("csv", root)
 
 
+def test_class_list_line_with_an_invisible_character_inside_names_the_line(tmp_path):
+    root = _csv(tmp_path / "d", ["cat", "dog"])
+    with open(os.path.join(root, "classes.txt"), "w", encoding="utf-8") as fh:
+        fh.write("cat\n\nd\u200bog\n")
+    with pytest.raises(DatasetLayoutError, match=r"classes\.txt:3: class name 'd\\u200bog' holds the invisible character U\+200B"):
+        load_multilabel_dataset("csv", root)
+
+
 # ------------------------------------------------------------------------- NUS-WIDE, Visual Genome, Open Images
 
 

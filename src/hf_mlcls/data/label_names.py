@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .class_names import _clean, check_class_names
+from .class_names import _clean, check_class_names, normalise_class_name
 from .core import DatasetLayoutError, require_file, unknown_names_error, utf8_text
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def read_class_list(path: str) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""
     require_file(path, "class list", "  one class name per line")
     with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
-        names = [line for line in fh if line.strip()]
+        names = [normalise_class_name(line.rstrip("\r\n"), f"{path}:{n}") for n, line in enumerate(fh, 1) if line.strip()]
     return check_class_names(names, path)
 
 
