@@ -39,7 +39,7 @@ def _find_root(data_dir: str) -> str:
 def read_label_names(path: str, expected: int) -> list[str]:
     """The non-empty lines of a label-names file; there must be ``expected`` of them."""
     names = []
-    with open(path, encoding="utf-8") as fh, utf8_text(path):
+    with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             name = line.strip()
             if name:

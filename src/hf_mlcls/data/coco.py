@@ -25,6 +25,7 @@ from .core import (
     resolve_image_path,
     resolve_splits,
 )
+from .class_names import normalise_class_name
 
 __all__ = ["COCO_CLASSES", "load_coco", "parse_coco_instances"]
 
@@ -85,9 +86,12 @@ def _categories(data: dict, path: str) -> tuple[list[int], list[str]]:
     ids, names = [], []
     for i, cat in enumerate(cats):
         if not isinstance(cat, dict) or not _is_int64(cat.get("id")) or "name" not in cat:
-            raise DatasetLayoutError(f"{path}: categories[{i}] needs an integer 'id' and a 'name', got {cat!r}")
+            raise DatasetLayoutError(
+                f"{path}: categories[{i}] needs an integer 'id' (a JSON number, not a string, float or boolean) "
+                f"and a 'name', got {cat!r}"
+            )
         ids.append(cat["id"])
-        names.append(str(cat["name"]))
+        names.append(normalise_class_name(cat["name"], f"{path}: categories[{i}] (id {cat['id']})"))
     order = np.argsort(ids, kind="stable")
     ids = [ids[i] for i in order]
     names = [names[i] for i in order]
@@ -108,17 +112,24 @@ def _is_int64(value) -> bool:
 
 
 def _int_column(items: list, key: str, path: str, section: str) -> np.ndarray:
+    """The ``key`` of every item as int64. Only JSON integers count: ``3.0``, ``"3"`` and ``true``
+    are refused, never converted."""
     try:
-        return np.fromiter(map(operator.itemgetter(key), items), dtype=np.int64, count=len(items))
-    except (KeyError, TypeError, ValueError, OverflowError):
-        for i, item in enumerate(items):
-            value = item.get(key) if isinstance(item, dict) else None
-            if not _is_int64(value):
-                ident = item.get("id") if isinstance(item, dict) else None
-                raise DatasetLayoutError(
-                    f"{path}: {section}[{i}] (id {ident}) has no integer {key!r}: {value!r}"
-                ) from None
-        raise
+        values = list(map(operator.itemgetter(key), items))
+        if set(map(type, values)) <= {int}:  # exactly int: bool, float and str are other types
+            return np.fromiter(values, dtype=np.int64, count=len(values))
+    except (KeyError, TypeError, IndexError, OverflowError):
+        pass
+    for i, item in enumerate(items):
+        value = item.get(key) if isinstance(item, dict) else None
+        if not _is_int64(value):
+            ident = item.get("id") if isinstance(item, dict) else None
+            kind = "missing" if not isinstance(item, dict) or key not in item else f"a {type(value).__name__}"
+            raise DatasetLayoutError(
+                f"{path}: {section}[{i}] (id {ident!r}) has no integer {key!r}: {value!r} ({kind}); "
+                "write it as a JSON integer (no quotes, no decimals)"
+            ) from None
+    raise DatasetLayoutError(f"{path}: {section} holds an integer {key!r} that does not fit 64 bits")
 
 
 def parse_coco_instances(
@@ -152,7 +163,13 @@ def parse_coco_instances(
     ann_images = _int_column(anns, "image_id", path, "annotations")
     ann_cats = _int_column(anns, "category_id", path, "annotations")
     if not include_crowd and anns:
-        crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=len(anns))
+        flags = [a.get("iscrowd", 0) for a in anns]
+        bad = next((i for i, v in enumerate(flags) if v not in (0, 1) or type(v) not in (int, bool)), None)
+        if bad is not None:
+            raise DatasetLayoutError(
+                f"{path}: annotations[{bad}] (id {anns[bad].get('id')!r}) has 'iscrowd' {flags[bad]!r}; expected 0 or 1"
+            )
+        crowd = np.asarray(flags, dtype=bool)
         ann_images, ann_cats = ann_images[~crowd], ann_cats[~crowd]
 
     # image id -> row, category id -> class index, both by binary search
@@ -204,6 +221,7 @@ def parse_coco_instances(
         labels=labels,
         refs=lambda i: f"{base}: image id {int(kept_ids[i])}",
         source=path,
+        image_roots=(root, image_dir),
         extra_report={
             "num_images_in_file": len(images),
             "num_annotations": len(anns),

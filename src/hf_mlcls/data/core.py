@@ -18,9 +18,11 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import DatasetLayoutError, InvalidImageError, MissingDatasetFileError, SkippedImagesWarning
-from .images import VERIFY_LEVELS, check_image_files
+from .class_names import check_class_names  # noqa: F401  (importable from here as before)
+from .images import VERIFY_LEVELS, PathGuard, check_image_files
 
 __all__ = [
     "DatasetLayoutError",
@@ -133,9 +135,11 @@ def utf8_text(path: str):
 def resolve_image_path(root: str, image_dir: str, name: str, where: str) -> str:
     """Join ``name`` onto ``image_dir`` and refuse anything that lands outside ``root``.
 
-    The check is lexical (``normpath``, not ``realpath``) so an image folder that is a
-    symlink to another disk still works, while ``../`` and absolute paths elsewhere do
-    not. ``where`` names the row for the error (file and line, or image id).
+    This check is lexical (``normpath``: ``../`` and absolute paths); links are resolved
+    when the images are checked (:class:`~hf_mlcls.data.images.PathGuard`, through
+    ``SplitRows.image_roots``), where a link out of the dataset folder and image folder
+    is refused while an image folder that is itself a link to another disk still works.
+    ``where`` names the row for the error (file and line, or image id).
     """
     text = str(name)
     if not is_valid_path_text(text):
@@ -161,6 +165,8 @@ class SplitRows:
     refs: Any = None
     source: str = ""
     extra_report: dict = field(default_factory=dict)
+    #: folders the images must resolve into, links included (the dataset folder, the layout's image folder)
+    image_roots: Sequence[str] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -255,15 +261,25 @@ def screen_images(
     split: str,
     strict: bool,
     num_threads: int = 8,
+    guard: Optional[PathGuard] = None,
 ) -> tuple[Optional[list[int]], list[int], Counter, list[dict]]:
     """Check a split's image files at ``level``: ``(keep, bad, counts by reason, up to 20 examples)``;
     ``keep`` is None when every image is good (no index list for a split of millions).
 
     Bad images are refused with ``strict`` (InvalidImageError listing them), refused when none is left
     (DatasetLayoutError), and otherwise skipped with one warning; ``ref(i)`` names row i in the examples.
+    A path that ``guard`` finds resolving outside the dataset folder (a link out) is refused, whatever ``strict``.
     """
     n = len(paths)
-    reasons = check_image_files(paths, level, num_threads=num_threads)
+    reasons = check_image_files(paths, level, num_threads=num_threads, guard=guard)
+    out = next((i for i, r in enumerate(reasons) if r is not None and r.startswith("escapes")), None)
+    if out is not None:
+        row = f"{ref(out)}: " if ref is not None else ""
+        raise DatasetLayoutError(
+            f"{dataset_name} split {split!r}: {row}image {paths[out]} escapes the dataset folder: "
+            f"{reasons[out].split(': ', 1)[1]}; refusing it "
+            "(copy the file into the dataset folder, or link the whole image folder)"
+        )
     bad = [i for i, r in enumerate(reasons) if r is not None]
     counts: Counter = Counter()
     examples: list[dict] = []
@@ -293,6 +309,25 @@ def screen_images(
     return keep, bad, counts, examples
 
 
+def _refuse_repeated_images(rows: SplitRows, dataset_name: str, split: str) -> None:
+    """Two rows naming one image file (two COCO ids, two list lines) would train and score it twice, maybe
+    with two label sets: refused, naming both rows."""
+    paths = rows.paths
+    if isinstance(paths, (pa.Array, pa.ChunkedArray)):
+        if pc.count_distinct(paths).as_py() == len(paths):
+            return
+        paths = paths.to_pylist()
+    first: dict[str, int] = {}
+    for i, p in enumerate(paths):
+        j = first.setdefault(p, i)
+        if j != i:
+            a, b = rows.ref(j) or f"row {j}", rows.ref(i) or f"row {i}"
+            raise DatasetLayoutError(
+                f"{dataset_name} split {split!r}: {b} names the image file {p} again (first at {a}); "
+                "give each image one row holding all its labels"
+            )
+
+
 def build_dataset(
     rows: SplitRows,
     class_names: Sequence[str],
@@ -315,11 +350,13 @@ def build_dataset(
         raise DatasetLayoutError(f"{dataset_name} split {split!r} is empty ({rows.source or 'no rows'})")
     level = _verify_level(verify_images, len(rows))
     path_list = rows.paths
+    _refuse_repeated_images(rows, dataset_name, split)
     if isinstance(path_list, (pa.Array, pa.ChunkedArray)) and level != "none":
         path_list = path_list.to_pylist()
     keep, bad, counts, examples = screen_images(
         path_list, level, rows.ref if rows.refs is not None else None,
         dataset_name=dataset_name, split=split, strict=strict, num_threads=num_threads,
+        guard=PathGuard(rows.image_roots) if rows.image_roots else None,
     )
     if bad:
         keep_array = pa.array(keep, type=pa.int64())
@@ -396,21 +433,6 @@ def skipped_count(dataset: Union[datasets.Dataset, datasets.DatasetDict]) -> Uni
     return int(load_report(dataset).get("skipped", {}).get("total", 0))
 
 
-def check_class_names(names: Sequence[str], source: str) -> list[str]:
-    names = [str(n) for n in names]
-    if not names:
-        raise DatasetLayoutError(f"{source}: the class list is empty")
-    seen: dict[str, int] = {}
-    dupes = []
-    for i, n in enumerate(names):
-        if n in seen:
-            dupes.append(n)
-        seen[n] = i
-    if dupes:
-        raise DatasetLayoutError(f"{source}: duplicated class name(s) {sorted(set(dupes))}")
-    return names
-
-
 def unknown_names_error(source: str, unknown: Iterable[str], class_names: Sequence[str], hint: str = "") -> DatasetLayoutError:
     unknown = sorted(set(unknown))
     shown = ", ".join(repr(u) for u in unknown[:50]) + (" ..." if len(unknown) > 50 else "")
@@ -440,6 +462,8 @@ def parse_json_bytes(raw: bytes, path: str, what: str) -> Any:
     garbage collector paused: a big annotation file makes millions of containers,
     and the collections they trigger would double the parse time. A syntax error
     names the file, line and column."""
+    if raw[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark (Windows editors write one): not part of the JSON
+        raw = raw[3:]
     enabled = gc.isenabled()
     gc.disable()
     try:

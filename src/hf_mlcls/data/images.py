@@ -24,6 +24,7 @@ from ..models.image_processing_multilabel import to_rgb
 __all__ = [
     "VERIFY_LEVELS",
     "ImageOpenError",
+    "PathGuard",
     "check_image_file",
     "check_image_files",
     "open_rgb",
@@ -161,14 +162,51 @@ def _jpeg_has_end_marker(path: str, size: int) -> bool:
     return b"\xff\xd9" in tail
 
 
-def check_image_file(path: str, level: str = "header") -> Optional[str]:
+class PathGuard:
+    """Tells whether an image path, symlinks resolved, stays inside one of ``roots`` (the dataset folder and
+    the layout's image folder, each itself resolved: an image folder that is a link to another disk is the
+    user's choice and stays allowed). A link *inside* them that points elsewhere is what it catches.
+
+    Each folder is resolved once (``realpath`` of every distinct parent, cached); each file costs one
+    ``lstat``, plus a ``realpath`` only when it is itself a link.
+    """
+
+    def __init__(self, roots: Sequence[str]):
+        self.roots = tuple(dict.fromkeys(os.path.realpath(r) for r in roots))
+        self._dirs: dict[str, str] = {}
+
+    def _inside(self, path: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+
+    def outside_target(self, path: str) -> Optional[str]:
+        """None when ``path`` resolves inside the roots (or does not exist), else where it really points."""
+        folder, name = os.path.split(path)
+        real = self._dirs.get(folder)
+        if real is None:
+            real = self._dirs[folder] = os.path.realpath(folder)
+        target = os.path.join(real, name)
+        if os.path.islink(target):
+            target = os.path.realpath(target)
+        return None if self._inside(target) else target
+
+
+def check_image_file(path: str, level: str = "header", guard: Optional[PathGuard] = None) -> Optional[str]:
     """Return ``None`` when the file passes the ``level`` check, else a reason.
 
     Reasons start with one of ``missing``, ``empty``, ``not a file``, ``corrupt`` or
-    ``truncated`` (the part before ``:`` is what the load report counts).
+    ``truncated`` (the part before ``:`` is what the load report counts), or ``escapes``
+    when ``guard`` finds the path, links resolved, outside the dataset folder. Anything
+    but a regular file (a named pipe, a socket, a device) is "not a file" and never opened.
     """
     if level == "none":
         return None
+    if guard is not None:
+        try:
+            target = guard.outside_target(path)
+        except OSError as exc:
+            return f"missing: {exc.strerror}"
+        if target is not None:
+            return f"escapes: a link to {target}, outside {' and '.join(guard.roots)}"
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -204,7 +242,9 @@ def check_image_file(path: str, level: str = "header") -> Optional[str]:
     return None
 
 
-def check_image_files(paths: Sequence[str], level: str = "header", num_threads: int = 8) -> list[Optional[str]]:
+def check_image_files(
+    paths: Sequence[str], level: str = "header", num_threads: int = 8, guard: Optional[PathGuard] = None
+) -> list[Optional[str]]:
     """:func:`check_image_file` over many files; file checks are I/O bound, so
     ``"header"`` and ``"decode"`` use a thread pool."""
     if level not in VERIFY_LEVELS:
@@ -216,6 +256,6 @@ def check_image_files(paths: Sequence[str], level: str = "header", num_threads: 
     paths = list(paths)
     shown = dict(desc=f"checking images ({level})", total=len(paths), unit="img", min_total=2000)
     if level == "exists" or num_threads <= 1 or len(paths) < 64:
-        return [check_image_file(p, level) for p in progress(paths, **shown)]
+        return [check_image_file(p, level, guard) for p in progress(paths, **shown)]
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
-        return list(progress(pool.map(lambda p: check_image_file(p, level), paths), **shown))
+        return list(progress(pool.map(lambda p: check_image_file(p, level, guard), paths), **shown))

@@ -71,7 +71,7 @@ def _list_entry(text: str, where: str) -> str:
 def _read_labels_file(path: str, n: int) -> np.ndarray:
     values = np.zeros(n, dtype=bool)
     count = 0
-    with open(path, encoding="utf-8") as fh, utf8_text(path):
+    with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             text = line.strip()
             if not text:
@@ -108,7 +108,7 @@ def _load_official(root, *, splits, image_root, verify_images, strict, num_threa
         if not os.path.isfile(lp):
             raise MissingDatasetFileError(f"nus-wide split {split!r}: expected file {lp} does not exist.\nExpected layout:\n{OFFICIAL_LAYOUT}")
         entries, seen = [], {}
-        with open(lp, encoding="utf-8") as fh, utf8_text(lp):
+        with open(lp, encoding="utf-8-sig") as fh, utf8_text(lp):
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     entry = _list_entry(line, f"{lp}:{lineno}")
@@ -123,7 +123,7 @@ def _load_official(root, *, splits, image_root, verify_images, strict, num_threa
                 raise MissingDatasetFileError(f"nus-wide split {split!r}: expected file {fp} does not exist.\nExpected layout:\n{OFFICIAL_LAYOUT}")
             matrix[:, j] = _read_labels_file(fp, len(entries))
         base = os.path.basename(lp)
-        rows = SplitRows(source=lp, refs=[])
+        rows = SplitRows(source=lp, refs=[], image_roots=(root, image_dir))
         dropped_empty = 0
         for (entry, lineno), row in zip(entries, matrix):
             labels = np.flatnonzero(row).tolist()
@@ -150,7 +150,7 @@ def _load_csv(root, *, splits, csv_file, classes, drop_unlisted_labels, verify_i
         native = {"train": "train", "validation": "val"}
         wanted, _ = resolve_splits(splits, native, ("train", "validation"), lambda n: True)
     by_value = {v: k for k, v in wanted.items()}
-    raws = {split: _RawSplit(source=f"{path} (split {value!r})") for split, value in wanted.items()}
+    raws = {split: _RawSplit(source=f"{path} (split {value!r})", image_roots=(root,)) for split, value in wanted.items()}
     base = os.path.basename(path)
     with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         reader = csv.reader(fh)
@@ -175,7 +175,7 @@ def _load_csv(root, *, splits, csv_file, classes, drop_unlisted_labels, verify_i
                 raw = raws[split]
                 raw.paths.append(resolve_image_path(root, root, row[0].strip(), where))
                 try:
-                    raw.tokens.append([str(t) for t in parse_label_cell(row[1], separator=",")])
+                    raw.tokens.append(parse_label_cell(row[1], separator=","))
                 except ValueError as exc:
                     raise DatasetLayoutError(f"{where}: {exc}") from None
                 raw.refs.append(f"{base}:{reader.line_num}")

@@ -32,6 +32,7 @@ from .core import (
     unknown_names_error,
     utf8_text,
 )
+from .class_names import normalise_class_name
 
 __all__ = ["load_openimages"]
 
@@ -86,7 +87,7 @@ def _read_descriptions(path: str) -> tuple[list[str], list[str]]:
                     raise DatasetLayoutError(f"{path}:{reader.line_num}: duplicated LabelName {mid!r} (first on line {seen[mid]})")
                 seen[mid] = reader.line_num
                 mids.append(mid)
-                names.append(row[1].strip())
+                names.append(normalise_class_name(row[1], f"{path}:{reader.line_num}: DisplayName"))
         except csv.Error as exc:
             raise DatasetLayoutError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
     if not mids:
@@ -274,6 +275,7 @@ def load_openimages(
             negative_labels=None if unverified_as_negative else neg_arr,
             refs=lambda i, ids=ids, base=base: f"{base}: ImageID {ids[i].as_py()}",
             source=path,
+            image_roots=(root, image_dir),
             extra_report={
                 "num_label_rows": table.num_rows,
                 "dropped_untrainable_labels": int((~known).sum()),

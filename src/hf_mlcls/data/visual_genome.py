@@ -13,6 +13,7 @@ gives them, otherwise they are ``vg500_000`` .. ``vg500_499``.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Mapping, Optional, Sequence, Union
 
@@ -24,7 +25,8 @@ from .core import (
     build_dataset,
     check_class_names,
     merge_dict,
-    read_json_file,
+    parse_json_bytes,
+    read_bytes,
     require_file,
     resolve_image_path,
     resolve_splits,
@@ -52,7 +54,7 @@ def _find_root(data_dir: str) -> str:
 
 def _read_list(path: str) -> list[tuple[str, int]]:
     names, seen = [], {}
-    with open(path, encoding="utf-8", newline="") as fh, utf8_text(path):
+    with open(path, encoding="utf-8-sig", newline="") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             name = line.rstrip("\r\n")
             if not name.strip():
@@ -64,13 +66,34 @@ def _read_list(path: str) -> list[tuple[str, int]]:
     return names
 
 
+def _read_labels(path: str, what: str):
+    """The labels file; an image with two entries is refused (a JSON parser keeps only the last of two equal
+    keys, so one entry's labels would vanish without a word)."""
+    raw = read_bytes(path, what)
+    table = parse_json_bytes(raw, path, what)
+    if isinstance(table, dict):
+        twice: list[str] = []
+
+        def keys_once(pairs):
+            seen: set = set()
+            twice.extend(k for k, _ in pairs if k in seen or seen.add(k))
+
+        json.loads(raw.decode("utf-8-sig"), object_pairs_hook=keys_once)
+        if twice:
+            raise DatasetLayoutError(
+                f"{path}: image {twice[0]!r} has two entries ({len(twice)} such key(s)); give each image one entry "
+                "holding all its label indices"
+            )
+    return table
+
+
 def _class_option(class_names: Union[None, str, Sequence[str]]) -> list[str]:
     if class_names is None:
         return [f"vg500_{i:03d}" for i in range(VG500_NUM_CLASSES)]
     source = "class_names"
     if isinstance(class_names, str):
         source = require_file(class_names, "visual-genome class_names", "a text file with 500 names, one a line")
-        with open(class_names, encoding="utf-8") as fh, utf8_text(class_names):
+        with open(class_names, encoding="utf-8-sig") as fh, utf8_text(class_names):
             class_names = [line.strip() for line in fh if line.strip()]
     names = check_class_names(list(class_names), source)
     if len(names) != VG500_NUM_CLASSES:
@@ -104,12 +127,12 @@ def load_visual_genome(
     lists = {name: require_file(os.path.join(root, f"{native}_list_500.txt"), f"{dataset_name} split {name!r}", LAYOUT)
              for name, native in chosen.items()}
     image_dir = require_file(os.path.join(root, image_folder), dataset_name, LAYOUT, directory=True)
-    table = read_json_file(labels_path, dataset_name)
+    table = _read_labels(labels_path, dataset_name)
     if not isinstance(table, dict):
         raise DatasetLayoutError(f"{labels_path}: expected a JSON object {{file name: [label indices]}}, got {type(table).__name__}")
     out = {}
     for name, list_path in lists.items():
-        rows = SplitRows(source=list_path)
+        rows = SplitRows(source=list_path, image_roots=(root, image_dir))
         refs = []
         empty = 0
         for image, lineno in _read_list(list_path):

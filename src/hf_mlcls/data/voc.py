@@ -21,6 +21,7 @@ from .core import (
     unknown_names_error,
     utf8_text,
 )
+from .class_names import normalise_class_name
 
 __all__ = ["VOC_CLASSES", "load_voc"]
 
@@ -55,7 +56,7 @@ def _find_voc_root(data_dir: str, year: int) -> str:
 
 def _read_image_set(path: str) -> list[tuple[str, int]]:
     ids, seen = [], {}
-    with open(path, encoding="utf-8") as fh, utf8_text(path):
+    with open(path, encoding="utf-8-sig") as fh, utf8_text(path):
         for lineno, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:
@@ -77,14 +78,12 @@ def _parse_xml(path: str) -> list[tuple[str, bool]]:
         line, col = exc.position
         raise DatasetLayoutError(f"{path}: malformed XML at line {line}, column {col}: {exc}") from None
     objects = []
-    for obj in tree.getroot().iter("object"):
-        name = (obj.findtext("name") or "").strip()
+    for k, obj in enumerate(tree.getroot().iter("object"), 1):
+        name = normalise_class_name(obj.findtext("name") or "", f"{path}: object {k} <name>")
         text = (obj.findtext("difficult") or "0").strip()
-        try:
-            difficult = int(float(text)) == 1
-        except ValueError:
-            raise DatasetLayoutError(f"{path}: object {name!r} has a non-numeric <difficult> {text!r}") from None
-        objects.append((name, difficult))
+        if text not in ("0", "1"):
+            raise DatasetLayoutError(f"{path}: object {k} ({name!r}) has <difficult> {text!r}; expected 0 or 1")
+        objects.append((name, text == "1"))
     return objects
 
 
@@ -130,7 +129,8 @@ def load_voc(
         path = set_path(nat)
         if not os.path.isfile(path):
             raise MissingDatasetFileError(f"{name} split {split!r}: image set {path} does not exist.\nExpected layout:\n{layout}")
-        rows = SplitRows(unknown_labels=None if difficult_as_positive else [], refs=[], source=path)
+        rows = SplitRows(unknown_labels=None if difficult_as_positive else [], refs=[], source=path,
+                         image_roots=(root_dir, img_dir))
         unknown_names: dict[str, str] = {}
         for image_id, lineno in _read_image_set(path):
             where = f"{path}:{lineno}"
