@@ -252,6 +252,35 @@ def test_agrees_across_blocks_and_buckets(monkeypatch):
         np.testing.assert_allclose(average_precision(scores, targets, "voc"), expected[1], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("crowded", [False, True])
+def test_evenly_spaced_buckets_and_the_fallback_to_fitted_ones(monkeypatch, crowded):
+    # evenly spaced buckets serve spread-out scores; scores crowded into a sliver of their
+    # range (most near 0, a few spanning decades) fall back to buckets fitted to the data
+    rng = np.random.default_rng(8)
+    n, c = 2000, 5
+    if crowded:
+        scores = (10.0 ** rng.uniform(-12, 0, (n, c))) ** 4  # 1e-48 .. 1, most below 1e-8
+    else:
+        scores = rng.random((n, c))
+    targets = (rng.random((n, c)) < 0.02).astype(np.int8)
+    targets[0] = 1
+    calls = {"linear": 0, "fitted": 0}
+    for name, key in (("_linear_buckets", "linear"), ("_buckets", "fitted")):
+        original = getattr(metrics, name)
+
+        def spy(*args, _original=original, _key=key):
+            calls[_key] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(metrics, name, spy)
+    for definition, ref in (("asl", ref_asl_ap), ("voc", ref_voc_ap)):
+        np.testing.assert_allclose(
+            average_precision(scores, targets, definition), ref_per_class(ref, scores, targets), rtol=0, atol=1e-9
+        )
+    assert calls["linear"] == 2
+    assert calls["fitted"] == (2 if crowded else 0)
+
+
 def test_extreme_values():
     values = [-np.inf, -1e300, -1.0, -1e-300, -0.0, 0.0, 1e-300, 1.0, 1e300, np.inf]
     rng = np.random.default_rng(5)

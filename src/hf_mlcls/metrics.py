@@ -68,11 +68,14 @@ ASL_EPS = 1e-8
 
 _BLOCK_ELEMENTS = 1 << 19  # scores per block of classes (or of samples, for top-k)
 _STAGE_ELEMENTS = 1 << 22  # scores copied out of the input at a time
-_TILE_ROWS = 256  # rows transposed at a time
+_TILE_ROWS = 256  # rows transposed at a time, at least
+_TILE_ELEMENTS = 1 << 16  # scores transposed at a time, at least
 _HUGE_PAGES_FROM = 1 << 22  # bytes from which numpy asks Linux for huge pages
 _COARSE_BITS = 10  # coarse bins per class: 2**10 + 1
 _SAMPLE_ROWS = 2048  # samples per class looked at to size the coarse bins
 _PER_BUCKET = 2.0  # samples per fine bucket aimed at
+_LINEAR_PER_BUCKET = 1.0  # samples per evenly spaced bucket
+_LINEAR_HOT_LIMIT = 8  # evenly spaced buckets are kept while they hold at most this many samples per positive
 
 
 # --------------------------------------------------------------------------- inputs
@@ -167,7 +170,7 @@ def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     stage_width = max(1, min(c, _STAGE_ELEMENTS // n))
     width = max(1, min(stage_width, _BLOCK_ELEMENTS // n))
     # fine buckets per class: below 2 per sampled score, or 2 per coarse bin
-    n_buckets = width * (n + max(1, n // _SAMPLE_ROWS) + 2 * ((1 << _COARSE_BITS) + 1)) + 1
+    n_buckets = width * max(n + max(1, n // _SAMPLE_ROWS) + 2 * ((1 << _COARSE_BITS) + 1), int(n / _LINEAR_PER_BUCKET)) + 1
     buffers = _Buffers(width * n, n_buckets, scores.dtype)
     # Columns are copied out of the (samples, classes) input many at a time, so that each
     # row is read in one long stretch, through a tile of rows that is transposed in cache.
@@ -175,15 +178,16 @@ def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     stage_s = np.empty((stage_width, n), dtype=scores.dtype)
     stage_pos = np.empty((stage_width, n), dtype=bool)
     stage_known = None
-    tile_s = np.empty((_TILE_ROWS, stage_width), dtype=scores.dtype)
-    tile_t = np.empty((_TILE_ROWS, stage_width), dtype=targets.dtype)
+    tile_rows = max(_TILE_ROWS, _TILE_ELEMENTS // stage_width)
+    tile_s = np.empty((tile_rows, stage_width), dtype=scores.dtype)
+    tile_t = np.empty((tile_rows, stage_width), dtype=targets.dtype)
     for stage_start in range(0, c, stage_width):
         stage_cols = slice(stage_start, min(c, stage_start + stage_width))
         w = stage_cols.stop - stage_start
         stage_pos[:w] = False
         unknowns = False
-        for r in range(0, n, _TILE_ROWS):
-            h = min(_TILE_ROWS, n - r)
+        for r in range(0, n, tile_rows):
+            h = min(tile_rows, n - r)
             np.copyto(tile_s[:h, :w], scores[r : r + h, stage_cols])
             np.copyto(stage_s[:w, r : r + h], tile_s[:h, :w].T)
             t = tile_t[:h, :w]
@@ -338,11 +342,39 @@ def _buckets(x: np.ndarray, xmin: np.ndarray, xmax: np.ndarray, buffers: _Buffer
     return bucket, base[::ncb]
 
 
+def _linear_buckets(scores: np.ndarray, lo: np.ndarray, hi: np.ndarray, buffers: _Buffers):
+    """Evenly spaced buckets between each class's extreme scores, about two samples per bucket.
+
+    ``floor((score - lo) * (B - 1) / (hi - lo))`` plus the class's first bucket, computed in the
+    scores' own precision: every step rounds monotonically, so a higher score never lands in a
+    lower bucket, which is all the counting needs. Returns ``(None, None)`` when the range is
+    not finite (infinite scores), or when the bucket numbers would not be exact in that precision.
+    """
+    c, n = scores.shape
+    per_class = max(1, int(n / _LINEAR_PER_BUCKET))
+    span = hi - lo
+    if not np.isfinite(span).all() or c * per_class >= 1 << (np.finfo(scores.dtype).nmant - 1):
+        return None, None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(span > 0, (per_class - 1) / span, 0).astype(scores.dtype)
+    start = np.arange(0, (c + 1) * per_class, per_class, dtype=np.int64)
+    # the float work runs in the "key" buffer (same item size as the scores), the result in "bucket"
+    work = buffers.get("key", c, n).view(scores.dtype)
+    np.subtract(scores, lo[:, None], out=work)
+    np.multiply(work, scale[:, None], out=work)
+    np.add(work, start[:-1, None].astype(scores.dtype), out=work)
+    bucket = buffers.get("bucket", c, n)
+    np.copyto(bucket, work, casting="unsafe")  # truncation: the values are >= 0
+    return bucket, start
+
+
 def _block_ap_sums(scores, known, pos, lo, hi, buffers, want_asl=True, want_voc=True):
     """Per-class sums of the two AP definitions' terms, for one class-major block.
 
     A plain sort of every class costs about as much as the official per-class loop, so we
-    count instead: every score goes into a bucket (:func:`_buckets`); a histogram gives how
+    count instead: every score goes into a bucket (evenly spaced, :func:`_linear_buckets`, or,
+    when the positives' buckets would hold more than ``_LINEAR_HOT_LIMIT`` samples per positive,
+    cut to the scores' distribution, :func:`_buckets`); a histogram gives how
     many known samples of the class score in higher buckets, and only the buckets holding
     a positive are sorted exactly. Exact whatever the data; the sorted part grows with the
     number of positives.
@@ -356,27 +388,36 @@ def _block_ap_sums(scores, known, pos, lo, hi, buffers, want_asl=True, want_voc=
         return npos, asl, voc
     mask = buffers.get("mask", c, n)
     nonneg = bool((lo >= 0).all())
-    key = _ordered_key(scores, nonneg, out=buffers.get("key", c, n), scratch=mask)
-    klo, khi = _ordered_key(lo, nonneg), _ordered_key(hi, nonneg)
-    if key.dtype == np.uint32:
-        bucket, class_start = _buckets(key, klo, khi, buffers)
-    else:  # 64-bit keys: bucket their distance to the class's smallest instead
-        diff = np.subtract(key, klo[:, None], out=buffers.get("diff", c, n))
-        bucket, class_start = _buckets(diff, np.zeros_like(klo), khi - klo, buffers)
-    unknown_bin = class_start[-1]
-    if known is not None:
-        np.putmask(bucket, np.logical_not(known, out=mask), unknown_bin)
-    bucket = bucket.ravel()
+    key = None
+    for linear in (True, False):
+        if linear:  # evenly spaced buckets: a few cheap passes, enough unless the scores crowd
+            bucket, class_start = _linear_buckets(scores, lo, hi, buffers)
+            if bucket is None:
+                continue
+        else:  # buckets cut to the scores' distribution (see _buckets)
+            key = _ordered_key(scores, nonneg, out=buffers.get("key", c, n), scratch=mask)
+            klo, khi = _ordered_key(lo, nonneg), _ordered_key(hi, nonneg)
+            if key.dtype == np.uint32:
+                bucket, class_start = _buckets(key, klo, khi, buffers)
+            else:  # 64-bit keys: bucket their distance to the class's smallest instead
+                diff = np.subtract(key, klo[:, None], out=buffers.get("diff", c, n))
+                bucket, class_start = _buckets(diff, np.zeros_like(klo), khi - klo, buffers)
+        unknown_bin = class_start[-1]
+        if known is not None:
+            np.putmask(bucket, np.logical_not(known, out=mask), unknown_bin)
+        bucket = bucket.ravel()
+        hot = buffers.flat("hot", unknown_bin + 1)
+        hot[:] = False
+        hot[bucket[pos_at]] = True
+        idx = np.flatnonzero(np.take(hot, bucket, out=mask.ravel(), mode="clip"))  # samples in hot buckets
+        if not linear or len(idx) <= _LINEAR_HOT_LIMIT * len(pos_at) + c:
+            break  # else the positives share their buckets with too many others: cut finer
     # (at least 4 MiB, so that numpy asks for huge pages: fresh small pages fault one by one)
     hist = np.bincount(bucket, minlength=max(unknown_bin + 1, _HUGE_PAGES_FROM // 8))
     cum = np.cumsum(hist[:unknown_bin], out=buffers.flat("cum", unknown_bin))
     del hist
-    hot = buffers.flat("hot", unknown_bin + 1)
-    hot[:] = False
-    hot[bucket[pos_at]] = True
-    idx = np.flatnonzero(np.take(hot, bucket, out=mask.ravel(), mode="clip"))  # samples in hot buckets
     cls, rows = np.divmod(idx, n)
-    hkey = key.ravel()[idx]
+    hkey = key.ravel()[idx] if key is not None else _ordered_key(scores.ravel()[idx], nonneg)
     class_last = class_start[1:] - 1
     cls_s, rows_s, same = _sort_hot(cls, rows, hkey, n, c, later_first=False)  # Query2Label's ties
     if want_voc:
