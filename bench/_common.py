@@ -17,7 +17,9 @@ Peak memory:
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import math
 import os
 import platform
@@ -251,6 +253,35 @@ class Fragment:
     def table(self, columns: Sequence[str], align: Optional[Sequence[str]] = None) -> "Table":
         table = Table(columns, align, sink=self.lines)
         return table
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Everything printed to stdout inside the block also goes into the fragment (for the
+        scripts that report through ``print``); progress lines can go to stderr instead."""
+        fragment = self
+
+        class _Tee(io.TextIOBase):
+            def __init__(self, stream):
+                self.stream, self.pending = stream, ""
+
+            def write(self, text: str) -> int:
+                self.stream.write(text)
+                self.pending += text
+                *done, self.pending = self.pending.split("\n")
+                fragment.lines.extend(done)
+                return len(text)
+
+            def flush(self) -> None:
+                self.stream.flush()
+
+        tee = _Tee(sys.stdout)
+        with contextlib.redirect_stdout(tee):
+            try:
+                yield self
+            finally:
+                if tee.pending:
+                    fragment.lines.append(tee.pending)
+                    tee.pending = ""
 
     def write(self, folder: Optional[str] = None) -> str:
         folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

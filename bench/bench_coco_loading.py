@@ -31,13 +31,15 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import Fragment  # noqa: E402
 
 # COCO's 80 category ids (1..90 with gaps)
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
@@ -132,6 +134,18 @@ def run_one(which: str, root: str) -> dict:
             "digest": _digest(paths, ds["labels"]), "names": ds.features["labels"].feature.names[:3]}
 
 
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("orjson", "pycocotools", "datasets"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return ", ".join(found)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=120_000)
@@ -139,6 +153,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--keep", help="folder for the generated COCO layout, kept and reused by later runs "
                     "(default: a temporary folder)")
+    ap.add_argument("--results", default="coco_loading",
+                    help="name of the results fragment: bench/results/NAME.md, for python bench/write_docs.py")
     ap.add_argument("--_run", help=argparse.SUPPRESS)
     ap.add_argument("--_root", help=argparse.SUPPRESS)
     ap.add_argument("--_generate", help=argparse.SUPPRESS)
@@ -166,7 +182,7 @@ def main() -> int:
     stamp = os.path.join(root, "bench_params.json")
     params = {"images": args.images, "objects": args.objects, "seed": 0}
     if args.keep and os.path.isfile(ann) and os.path.isfile(stamp) and json.load(open(stamp)) == params:
-        print(f"reusing {ann} ({args.images:,} images / {args.objects:,} objects)")
+        print(f"reusing {ann} ({args.images:,} images / {args.objects:,} objects)", file=sys.stderr)
     else:
         t0 = time.perf_counter()
         # in a child process, so this process stays small while the contenders run
@@ -175,11 +191,12 @@ def main() -> int:
         with open(stamp, "w") as fh:
             json.dump(params, fh)
         print(f"generated {args.images:,} images / {args.objects:,} objects: {ann} "
-              f"({os.path.getsize(ann) / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+              f"({os.path.getsize(ann) / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     with open(ann, "rb") as fh:  # into the page cache before anything is timed
         while fh.read(1 << 24):
             pass
 
+    report = Fragment(args.results)
     contenders = ["ours", "ours_stdlib", "pycocotools"]
     results: dict[str, list[dict]] = {c: [] for c in contenders}
     for _ in range(args.repeat):
@@ -197,13 +214,17 @@ def main() -> int:
     load = {c: max(r["load_mib"] for r in rs) for c, rs in results.items()}
     label = {"ours": "hf_mlcls load_coco (orjson)", "ours_stdlib": "hf_mlcls load_coco (stdlib json)",
              "pycocotools": "pycocotools COCO + Dataset.from_dict"}
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
-    print(f"rows: {results['ours'][0]['rows']:,} (identical on every side), best of {args.repeat}\n")
-    print("| loader | time (s) | peak RSS (MiB) | load memory (MiB) | speed vs pycocotools |")
-    print("|---|---:|---:|---:|---:|")
+    report.add(f"{args.images:,} images / {args.objects:,} objects ({os.path.getsize(ann) / 1e6:.0f} MB); "
+               f"{_versions()}; each contender in a fresh process, {args.repeat} rounds alternating; best time, "
+               f"largest memory; rows: {results['ours'][0]['rows']:,} (identical on every side, checked by a digest).")
+    report.add()
+    table = report.table(["loader", "time (s)", "peak RSS (MiB)", "load memory (MiB)", "speed vs pycocotools"])
     for c in contenders:
-        print(f"| {label[c]} | {best[c]:.2f} | {peak[c]:.0f} | {load[c]:.0f} | {best['pycocotools'] / best[c]:.2f}x faster |")
-    print(f"\nmemory ratio (load memory, pycocotools / ours): {load['pycocotools'] / load['ours']:.2f}")
+        table.add(label[c], f"{best[c]:.2f}", f"{peak[c]:,.0f}", f"{load[c]:,.0f}",
+                  f"{best['pycocotools'] / best[c]:.2f}x faster")
+    report.add()
+    report.add(f"Memory ratio (load memory, pycocotools / ours with orjson): {load['pycocotools'] / load['ours']:.2f}.")
+    report.write()
     if tmp is not None:
         tmp.cleanup()
     return 0

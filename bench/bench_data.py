@@ -30,6 +30,12 @@ Train pipelines (size s = 224 and 448), each ending with its collator on batches
 Eval pipelines: plain (``Resize`` -> ``ToTensor`` -> ``Normalize``) against
 ``build_eval_transform`` with each backend.
 
+The hf_mlcls pipelines are called as the training loop calls them: the DataLoader fetches a
+batch of rows at once (``datasets``' ``__getitems__``), so ``with_transform`` hands the
+batch's images to ``ImageTransform.batch``, which writes them into one batch tensor that the
+collator takes without a copy; the plain pipeline transforms image by image and stacks, as
+a map-style ``Dataset`` with ``default_collate`` does.
+
 Each pass runs one pipeline over all images with the same seed (so every pipeline
 draws the same augmentations); passes alternate between pipelines (interleaved, order
 rotated), at least 5 passes each; images/s is the median pass with the min-max, and "vs
@@ -176,7 +182,10 @@ def one_pass(transform, collate, paths, seed=0):
     random.seed(seed)
     np.random.seed(seed)
     for start in range(0, len(paths), BATCH):
-        collate([transform(p) for p in paths[start : start + BATCH]])
+        chunk = paths[start : start + BATCH]
+        # ours as the training loop runs them: the DataLoader asks the dataset for a batch of rows
+        # (datasets' __getitems__), whose with_transform calls ImageTransform.batch on the batch
+        collate(transform.batch(chunk) if hasattr(transform, "batch") else [transform(p) for p in chunk])
 
 
 def to_levels(x: torch.Tensor) -> torch.Tensor:

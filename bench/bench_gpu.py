@@ -40,7 +40,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Table, interleaved, machine_line, median  # noqa: E402
+from _common import Fragment, Table, interleaved, median  # noqa: E402
 
 import hf_mlcls  # noqa: E402
 
@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="q2l-r101-448 only, 3 repetitions of 5 steps")
     parser.add_argument("--dry-run", action="store_true", help="tiny model, any device (CPU allowed), 1 step")
+    parser.add_argument("--results", default=None,
+                        help="name of the results fragment bench/results/NAME.md, for python bench/write_docs.py "
+                             "(default: gpu; gpu-dry-run with --dry-run, which the docs never include)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -132,12 +135,19 @@ def main() -> None:
     if args.dry_run:
         presets, args.batch, args.steps, args.repeats, args.warmup = ["tiny (test_resnet Query2Label)"], 2, 1, 2, 1
 
-    print(f"# bench_gpu: {machine_line()}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    report = Fragment(args.results or ("gpu-dry-run" if args.dry_run else "gpu"))
+    with report.capture():
+        run(args, device, presets)
+    report.write()
+
+
+def run(args, device, presets) -> None:
+    print(f"Device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f", torch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if device.type == "cuda" else "") + ".")
     if args.dry_run:
-        print("# DRY RUN: tiny model; these figures only show that the code path works, they are not GPU figures.")
-    print(f"# batch {args.batch}, {args.repeats} interleaved repetitions of {args.steps} steps, medians; "
-          f"peak {args.peak_tflops:g} TFLOP/s (bf16 dense)\n")
+        print("DRY RUN: tiny model; these figures only show that the code path works, they are not GPU figures.")
+    print(f"Batch {args.batch}, {args.repeats} interleaved repetitions of {args.steps} steps, medians; "
+          f"peak {args.peak_tflops:g} TFLOP/s (bf16 dense).\n")
     table = Table(["preset", "step", "img/s", "ms/step", "speed-up", "GFLOP/step", "TFLOP/s", "% of peak",
                    "peak memory GiB", "warm-up s (compile incl.)"])
     for preset in presets:

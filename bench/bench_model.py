@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Table, interleaved, machine_line, median, rss_peak, stable_malloc  # noqa: E402
+from _common import Fragment, Table, interleaved, median, rss_peak, stable_malloc  # noqa: E402
 
 import hf_mlcls  # noqa: E402
 from hf_mlcls.presets import CVT_W24  # noqa: E402
@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--quick", action="store_true", help="ML-Decoder TResNet-M 224 only, eager, 5 repetitions")
+    parser.add_argument("--results", default=None,
+                        help="name of the results fragment bench/results/NAME.md, for python bench/write_docs.py "
+                             "(default: model-quick with --quick, else model-<first preset>-<passes>)")
     args = parser.parse_args()
     stable_malloc()
     if args.quick:
@@ -191,10 +194,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    print(f"# bench_model: {machine_line()}, {torch.get_num_threads()} torch threads, "
-          f"{'process CPU time' if args.clock == 'cpu' else 'wall time'}")
-    print(f"# batch {args.batch}, {args.repeats} interleaved repetitions: times are medians, the overhead the median "
-          "of the per-round ratios\n")
+    name = args.results or ("model-quick" if args.quick else f"model-{args.models[0]}-{'-'.join(args.passes)}")
+    report = Fragment(name.replace("+", "_"))
+    with report.capture():
+        run(args)
+    report.write()
+
+
+def run(args) -> None:
+    print(f"{torch.get_num_threads()} torch threads, {'process CPU time' if args.clock == 'cpu' else 'wall time'}; "
+          f"batch {args.batch}, {args.repeats} interleaved repetitions: times are medians, the overhead the median "
+          "of the per-round ratios.\n")
     table = Table(
         [
             "preset", "backbone as run", "pass", "precision", "layout", "compile", "batch",

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Table, interleaved, machine_line, median, rss_peak, stable_malloc  # noqa: E402
+from _common import Fragment, Table, interleaved, median, rss_peak, stable_malloc  # noqa: E402
 
 import hf_mlcls  # noqa: E402
 
@@ -250,6 +250,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results", default=None,
+                        help="name of the results fragment bench/results/NAME.md, for python bench/write_docs.py "
+                             "(default: scale, or scale-quick with --quick)")
     args = parser.parse_args()
     stable_malloc()
     if args.threads:
@@ -261,16 +264,23 @@ def main() -> None:
         q2l_counts = (80, 1000)
         model_counts = (80,)
     torch.manual_seed(0)
-    print(f"# bench_scale: {machine_line()}, {torch.get_num_threads()} torch threads\n")
-    print("## ML-Decoder head\n")
+    report = Fragment(args.results or ("scale-quick" if args.quick else "scale"))
+    with report.capture():
+        run(args, q2l_counts, model_counts)
+    report.write()
+
+
+def run(args, q2l_counts, model_counts) -> None:
+    print(f"{torch.get_num_threads()} torch threads.\n")
+    print("#### ML-Decoder head\n")
     ml_decoder_rows(args.batch, args.repeats, CLASS_COUNTS, GROUPS)
-    print("\n## ML-Decoder target: 9,605 against 80 classes, same group count\n")
+    print("\n#### ML-Decoder target: 9,605 against 80 classes, same group count\n")
     ml_decoder_target(args.batch, 9 if args.quick else 21)
-    print("\n## Query2Label head\n")
+    print("\n#### Query2Label head\n")
     query2label_rows(3, q2l_counts)
-    print("\n## Head share of a TResNet-M 224 forward\n")
+    print("\n#### Head share of a TResNet-M 224 forward\n")
     whole_model_rows(args.model_batch, 5 if args.quick else 9, model_counts)
-    print("\n## Query2Label's per-class classifier: straightforward against one einsum\n")
+    print("\n#### Query2Label's per-class classifier: straightforward against one einsum\n")
     group_wise_linear_rows(args.batch, args.repeats, CLASS_COUNTS)
 
 

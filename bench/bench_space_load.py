@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Table, machine_line  # noqa: E402
+from _common import Fragment, Table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "spaces" / "app.py"
@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="in all, split evenly over the clients")
     parser.add_argument("--marks", default="50,200", help="request counts at which the server's RSS is read")
     parser.add_argument("--reference", type=int, default=16, help="sequential requests of the one-client reference")
+    parser.add_argument("--results", default="space_load",
+                        help="name of the results fragment: bench/results/NAME.md, for python bench/write_docs.py")
     args = parser.parse_args()
     marks = sorted({int(m) for m in args.marks.split(",")} | {args.requests})
     if args.requests % args.clients:
@@ -128,7 +130,17 @@ def main() -> None:
 
     from gradio_client import Client, handle_file
 
-    print(machine_line())
+    report = Fragment(args.results)
+    with report.capture():
+        ok = run(args, marks, Client, handle_file)
+    if ok:
+        report.write()
+    else:
+        sys.exit("bench_space_load: the run had errors (above); no results written")
+
+
+def run(args, marks, Client, handle_file) -> bool:
+    """One load run, reported through print; whether every request succeeded and the server survived."""
     root = Path(tempfile.mkdtemp(prefix="bench_space_load_"))
     try:
         name, params = save_model(args.model, root / "models")
@@ -210,6 +222,7 @@ def main() -> None:
         log = (root / "app.log").read_text()
         if "Traceback" in log:
             print("the server logged a traceback:\n" + log[log.index("Traceback"):][:3000])
+        return alive and not errors and "Traceback" not in log
     finally:
         if "proc" in locals() and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

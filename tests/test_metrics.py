@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from hf_mlcls import metrics
+from hf_mlcls import _ap_counting
 from hf_mlcls.metrics import average_precision, compute, compute_metrics
 
 
@@ -246,10 +246,39 @@ def test_agrees_across_blocks_and_buckets(monkeypatch):
     scores, targets = random_case(rng, 500, 9, ties=True, unknown=0.05, dtype=np.float32)
     expected = ref_per_class(ref_asl_ap, scores, targets), ref_per_class(ref_voc_ap, scores, targets)
     for block, sample_rows in [(64, 3), (1000, 50), (1 << 19, 2048)]:
-        monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", block)
-        monkeypatch.setattr(metrics, "_SAMPLE_ROWS", sample_rows)
+        monkeypatch.setattr(_ap_counting, "_BLOCK_ELEMENTS", block)
+        monkeypatch.setattr(_ap_counting, "_SAMPLE_ROWS", sample_rows)
         np.testing.assert_allclose(average_precision(scores, targets), expected[0], atol=1e-6, rtol=0)
         np.testing.assert_allclose(average_precision(scores, targets, "voc"), expected[1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("crowded", [False, True])
+def test_evenly_spaced_buckets_and_the_fallback_to_fitted_ones(monkeypatch, crowded):
+    # evenly spaced buckets serve spread-out scores; scores crowded into a sliver of their
+    # range (most near 0, a few spanning decades) fall back to buckets fitted to the data
+    rng = np.random.default_rng(8)
+    n, c = 2000, 5
+    if crowded:
+        scores = (10.0 ** rng.uniform(-12, 0, (n, c))) ** 4  # 1e-48 .. 1, most below 1e-8
+    else:
+        scores = rng.random((n, c))
+    targets = (rng.random((n, c)) < 0.02).astype(np.int8)
+    targets[0] = 1
+    calls = {"linear": 0, "fitted": 0}
+    for name, key in (("_linear_buckets", "linear"), ("_buckets", "fitted")):
+        original = getattr(_ap_counting, name)
+
+        def spy(*args, _original=original, _key=key):
+            calls[_key] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(_ap_counting, name, spy)
+    for definition, ref in (("asl", ref_asl_ap), ("voc", ref_voc_ap)):
+        np.testing.assert_allclose(
+            average_precision(scores, targets, definition), ref_per_class(ref, scores, targets), rtol=0, atol=1e-9
+        )
+    assert calls["linear"] == 2
+    assert calls["fitted"] == (2 if crowded else 0)
 
 
 def test_extreme_values():
@@ -283,8 +312,8 @@ def test_rank_order_of_hot_samples_packed_and_lexsort_fallback():
     for later_first in (False, True):
         tie = (lambda i: -rows[i]) if later_first else (lambda i: rows[i])
         expected = sorted(range(50), key=lambda i: (cls[i], -int(key[i]), tie(i)))
-        packed = metrics._sort_hot(cls, rows, key, 50, 3, later_first)
-        fallback = metrics._sort_hot(cls, rows, key, 1 << 40, 3, later_first)  # too wide to pack
+        packed = _ap_counting._sort_hot(cls, rows, key, 50, 3, later_first)
+        fallback = _ap_counting._sort_hot(cls, rows, key, 1 << 40, 3, later_first)  # too wide to pack
         for got in (packed, fallback):
             assert np.array_equal(got[0], cls[expected]) and np.array_equal(got[1], rows[expected])
             same = (cls[expected][1:] == cls[expected][:-1]) & (key[expected][1:] == key[expected][:-1])

@@ -99,6 +99,43 @@ def test_reduced_scale_decoding_stays_close_to_a_full_decode(tmp_path):
     assert torch.equal(fast, full)
 
 
+# --------------------------------------------------------------------------- one batch tensor, no stacking copy
+
+
+@pytest.mark.parametrize("backend", ["pil", "torchvision"])
+def test_batch_transform_writes_the_per_image_tensors_into_one_batch_the_collator_takes(tmp_path, backend):
+    paths = [_photo(os.path.join(tmp_path, f"{i}.jpg"), size=(96, 72), seed=i) for i in range(3)]
+    tf = build_train_transform(48, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), backend=backend)
+    import random
+
+    def seed():
+        random.seed(0), np.random.seed(0), torch.manual_seed(0)
+
+    seed()
+    one_by_one = [tf(p) for p in paths]
+    seed()
+    rows = tf.batch(paths)  # the same random draws in the same order: the same tensors
+    for a, b in zip(one_by_one, rows):
+        assert torch.equal(a, b)
+    labels = torch.zeros(5)
+    batch = MultiLabelCollator()([{"pixel_values": x, "labels": labels} for x in rows])["pixel_values"]
+    assert batch.shape == (3, 3, 48, 48) and batch.data_ptr() == rows[0].data_ptr()  # no copy
+    assert torch.equal(batch, torch.stack(one_by_one))
+    # rows that are not exactly one tensor's rows, in order, are stacked (a copy) as before
+    for picked in (rows[::-1], rows[:2], [rows[0], one_by_one[1], rows[2]]):
+        out = MultiLabelCollator()([{"pixel_values": x, "labels": labels} for x in picked])["pixel_values"]
+        assert torch.equal(out, torch.stack(picked)) and out.data_ptr() != rows[0].data_ptr()
+
+
+def test_dataset_rows_fetched_as_a_batch_collate_without_a_copy(demo):
+    ds = apply_transforms(demo, build_train_transform(32), build_train_transform(32))["train"]
+    rows = ds.__getitems__([0, 1, 2, 3])  # what the DataLoader calls for a batch
+    batch = MultiLabelCollator()(rows)
+    assert batch["pixel_values"].data_ptr() == rows[0]["pixel_values"].data_ptr()
+    assert torch.equal(batch["pixel_values"], torch.stack([r["pixel_values"] for r in rows]))
+    assert batch["labels"].shape == (4, len(demo["train"].features["labels"].feature.names))
+
+
 # --------------------------------------------------------------------------- no device-to-host reads per step
 
 

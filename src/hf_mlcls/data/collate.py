@@ -67,7 +67,10 @@ class MultiLabelCollator:
         if not rows:
             raise ValueError("empty batch")
         images = [torch.as_tensor(r["pixel_values"]) for r in rows]
-        if all(x.dtype == torch.uint8 for x in images) and len({tuple(x.shape) for x in images}) == 1:
+        whole = _rows_of_one_tensor(images)
+        if whole is not None:  # the transform wrote the batch into one tensor (ImageTransform.batch)
+            pixel_values = whole
+        elif all(x.dtype == torch.uint8 for x in images) and len({tuple(x.shape) for x in images}) == 1:
             pixel_values = self._scale_uint8(images)
         else:
             pixel_values = torch.stack(images)
@@ -80,6 +83,22 @@ class MultiLabelCollator:
         labels = torch.stack([self._labels(r) for r in rows]).float()
         _check_values(pixel_values, labels, uint8_input=all(x.dtype == torch.uint8 for x in images))
         return {"pixel_values": pixel_values, "labels": labels}
+
+
+def _rows_of_one_tensor(images: list[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The float (B, ...) tensor whose rows 0..B-1 are exactly ``images``, in order, when they are
+    (a batch written by ``ImageTransform.batch``), so that it needs no copy; else None."""
+    base = images[0]._base
+    if base is None or base.dim() != images[0].dim() + 1 or not base.dtype.is_floating_point:
+        return None
+    if base.shape[0] != len(images) or not base.is_contiguous() or any(x._base is not base for x in images):
+        return None
+    step = base[0].numel() * base.element_size()
+    start = base.data_ptr()
+    for i, x in enumerate(images):
+        if x.data_ptr() != start + i * step or x.shape != base.shape[1:] or x.stride() != base.stride()[1:]:
+            return None
+    return base
 
 
 def _check_values(pixel_values: torch.Tensor, labels: torch.Tensor, uint8_input: bool) -> None:

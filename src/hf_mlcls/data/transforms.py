@@ -31,6 +31,10 @@ Speed (measured in ``bench/bench_data.py``, numbers in ``docs/benchmarks.md``):
   RandAugment still see a PIL image, so the augmentation draws are unchanged.
   ``backend="pil"`` (the default) keeps the eval transform bit-exact with the
   official one.
+- A batch of rows (the DataLoader asks ``datasets`` for a whole batch at once) goes through
+  :meth:`ImageTransform.batch`: every image is written straight into its row of one batch
+  tensor, which :class:`~hf_mlcls.data.collate.MultiLabelCollator` then takes as the batch,
+  instead of one fresh tensor per image copied again into a fresh stacked batch. Same values.
 """
 
 from __future__ import annotations
@@ -148,9 +152,19 @@ class ImageTransform:
             self._mean = torch.tensor(self.image_mean).view(-1, 1, 1)
             self._std = torch.tensor(self.image_std).view(-1, 1, 1)
 
-    def __call__(self, source: Any) -> torch.Tensor:
+    def batch(self, sources: Sequence[Any]) -> list[torch.Tensor]:
+        """``[self(s) for s in sources]``, the same tensors, written into one (B, 3, H, W) float
+        tensor and returned as its rows: the collator then takes that tensor as the batch
+        instead of copying every image into a new one (:class:`MultiLabelCollator`)."""
+        if self.uint8_output or not len(sources):
+            return [self(source) for source in sources]
+        out = torch.empty((len(sources), 3) + self.size, dtype=torch.float32)
+        return [self(source, out=out[i]) for i, source in enumerate(sources)]
+
+    def __call__(self, source: Any, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The transformed image; written into ``out`` (a float32 (3, H, W) tensor) when given."""
         if self.backend == "torchvision":
-            return self._call_torchvision(source)
+            return self._call_torchvision(source, out)
         h, w = self.size
         owned = not isinstance(source, PIL.Image.Image)
         image = open_rgb(source, draft_size=(w, h) if self.draft else None)
@@ -162,9 +176,9 @@ class ImageTransform:
                 image = image.copy()  # Cutout paints in place; never on the caller's image
             for aug in self.pil_augment:
                 image = aug(image)
-        return self._finish(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
+        return self._finish(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1), out)
 
-    def _call_torchvision(self, source: Any) -> torch.Tensor:
+    def _call_torchvision(self, source: Any, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         h, w = self.size
         x = open_rgb_tensor(source, draft_size=(w, h) if self.draft else None)  # a new tensor, never the caller's
         if tuple(x.shape[-2:]) != (h, w):
@@ -182,14 +196,20 @@ class ImageTransform:
             for aug in self.pil_augment:
                 image = aug(image)
             x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        return self._finish(x)
+        return self._finish(x, out)
 
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+    def _finish(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(3, H, W) uint8, any strides → contiguous uint8, or float scaled and normalised
-        with the arithmetic of torchvision's ToTensor + Normalize (bit for bit)."""
+        with the arithmetic of torchvision's ToTensor + Normalize (bit for bit), in ``out``
+        when given."""
         if self.uint8_output:
+            if out is not None:
+                raise ValueError("uint8_output=True: the transform returns uint8 tensors; `out` is not used")
             return x.contiguous()
-        out = torch.empty(x.shape, dtype=torch.float32)
+        if out is None:
+            out = torch.empty(x.shape, dtype=torch.float32)
+        elif out.shape != x.shape or out.dtype != torch.float32:
+            raise ValueError(f"`out` must be a float32 tensor of shape {tuple(x.shape)}, got {out.dtype} {tuple(out.shape)}")
         out.copy_(x)  # layout change and conversion in one pass
         out.div_(255)
         if self.image_mean is not None:
@@ -351,8 +371,10 @@ class MultiLabelBatchTransform:
         unknown = batch.get("unknown_labels") or [None] * n
         negative = batch.get("negative_labels")
         negative = negative if negative is not None else [None] * n
+        images = batch["image"]
+        batched = getattr(self.image_transform, "batch", None)  # one batch tensor the collator can take as is
         return {
-            "pixel_values": [self.image_transform(image) for image in batch["image"]],
+            "pixel_values": batched(images) if batched is not None else [self.image_transform(i) for i in images],
             "labels": [label_vector(batch["labels"][i], self.num_classes, unknown[i], negative[i]) for i in range(n)],
         }
 

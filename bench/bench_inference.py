@@ -1,0 +1,160 @@
+"""Inference fast-path candidates against the plain eager forward, at batch 2, fp32, on this CPU.
+
+    nice python bench/bench_inference.py                        # q2l-r101-448 and mldecoder-tresnetl-448 (~5 min)
+    nice python bench/bench_inference.py --compile              # also torch.compile(freezing) (+5 min per model)
+
+"Official forward" is our model in plain eager fp32 under ``torch.no_grad`` (equal to the
+official code's logits within 1e-4, per the converter parity tests); random weights (the cost
+does not depend on them). Candidates, each on its own copy of the model:
+
+* ``channels_last``: model and input in channels-last memory format, ``torch.inference_mode``;
+* ``jit freeze``: ``torch.jit.trace`` of the forward, ``torch.jit.freeze`` (which folds batch
+  norms into the convolutions) and ``torch.jit.optimize_for_inference`` (oneDNN weight
+  prepacking); build time reported apart;
+* ``compile (freezing)``, with ``--compile``: ``torch.compile`` with inductor's ``freezing``
+  (constant folding, batch norms folded, prepacked weights); compile time reported apart.
+
+Timing: interleaved rounds in one process (eager, candidate, ... the order rotated every round),
+at least 5 rounds, each call timed once; the speed-up is eager's time over the candidate's in the
+same round, median with min-max. One torch thread and the process's CPU time by default (both
+sides single-threaded, so CPU time leaves out the time other jobs hold the cores; ``--clock wall``
+and ``--threads`` to change). Every candidate's logits are compared with eager's (max abs
+difference, over every call). Results go to bench/results/inference.md for
+``python bench/write_docs.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import Fragment, interleaved, spread  # noqa: E402
+
+from hf_mlcls.presets import create_model  # noqa: E402
+
+PRESETS = ["q2l-r101-448", "mldecoder-tresnetl-448"]
+TARGET = 1.3
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values, return_dict=False)[0]
+
+
+def candidates(model, x, use_compile: bool) -> tuple[dict, dict]:
+    """name -> callable returning logits; name -> build seconds."""
+    out, build = {}, {}
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def channels_last():
+        with torch.inference_mode():
+            return cl(pixel_values=x_cl).logits
+
+    out["channels_last"] = channels_last
+    t0 = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(_Logits(copy.deepcopy(model)).eval(), x, check_trace=False)
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        frozen(x)
+    build["jit freeze"] = time.perf_counter() - t0
+
+    def jit_freeze():
+        with torch.no_grad():
+            return frozen(x)
+
+    out["jit freeze"] = jit_freeze
+    if use_compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        compiled = torch.compile(_Logits(copy.deepcopy(model)).eval())
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            compiled(x)
+        build["compile (freezing)"] = time.perf_counter() - t0
+
+        def compiled_forward():
+            with torch.no_grad():
+                return compiled(x)
+
+        out["compile (freezing)"] = compiled_forward
+    return out, build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="*", default=PRESETS)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (at least 5)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile with freezing (minutes per model)")
+    parser.add_argument("--results", default="inference",
+                        help="name of the results fragment: bench/results/NAME.md, for python bench/write_docs.py")
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds: at least 5")
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    report = Fragment(args.results)
+    report.add(f"Batch {args.batch}, fp32, random weights; {args.threads} torch thread(s), {args.clock} time; "
+               f"{args.rounds} interleaved rounds; each cell the median with the min-max over the rounds, the "
+               "speed-up taken round by round.")
+    report.add()
+    table = report.table(["preset", "forward", "s per call", "speed-up vs eager", "max abs diff vs eager", "build s"],
+                         ["l", "l", "r", "r", "r", "r"])
+    verdicts = []
+    for preset in args.presets:
+        torch.manual_seed(0)
+        model = create_model(preset).eval()
+        size = model.config.image_size
+        x = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            reference = model(pixel_values=x).logits
+        fns, build = candidates(model, x, args.compile)
+        diffs = {name: 0.0 for name in fns}
+
+        def checked(name, fn):
+            def call():
+                diffs[name] = max(diffs[name], float((fn() - reference).abs().max()))
+            return call
+
+        def eager():
+            with torch.no_grad():
+                return model(pixel_values=x).logits
+
+        timed = {"eager": eager}
+        timed.update({name: checked(name, fn) for name, fn in fns.items()})
+        times = interleaved(timed, repeats=args.rounds, warmup=1, clock=clock)
+        table.add(preset, "eager fp32 NCHW (official forward)", spread(times["eager"], "{:.2f}"), "1.00x", "", "")
+        best = None
+        for name in fns:
+            ratio = [e / c for e, c in zip(times["eager"], times[name])]
+            table.add(preset, name, spread(times[name], "{:.2f}"), spread(ratio, "{:.2f}", "x"),
+                      f"{diffs[name]:.1e}", f"{build[name]:.0f}" if name in build else "")
+            if best is None or sorted(ratio)[len(ratio) // 2] > best[1]:
+                best = (name, sorted(ratio)[len(ratio) // 2], min(ratio), max(ratio))
+        verdicts.append(f"{preset}: best candidate `{best[0]}` at {best[1]:.2f}x (rounds {best[2]:.2f}-{best[3]:.2f}); "
+                        f"target >= {TARGET}x {'met' if best[1] >= TARGET else 'NOT met'}")
+
+    report.add()
+    for line in verdicts:
+        report.add(f"- {line}")
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
