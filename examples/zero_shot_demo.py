@@ -7,8 +7,9 @@
     python examples/zero_shot_demo.py --eval_only            # score the model saved by an earlier run again
 
 1. `examples/train.py` trains a zero-shot ML-Decoder (a half-width ResNet-18 cut after its
-   third stage, 32 px input for shapes and 64 px for demo, from scratch, no augmentation) on a built-in generated set, with the seen
-   class names embedded by the packaged all-MiniLM-L6-v2 as its queries. Images keep their
+   third stage, 32 px input for shapes and 64 px for demo, from scratch, no augmentation) on a
+   built-in generated set, with the seen class names embedded by the packaged all-MiniLM-L6-v2
+   as its queries. Images keep their
    unseen objects, unlabelled, as NUS-WIDE's zero-shot protocol does.
    - `shapes` (default): 64 px scenes of 1-3 coloured shapes, 30 classes "red circle" ..
      "orange cross"; 8 combinations are held out, every word of which appears in seen names.
