@@ -7,11 +7,15 @@
     python examples/zero_shot_demo.py --eval_only            # score the model saved by an earlier run again
 
 1. `examples/train.py` trains a zero-shot ML-Decoder (a half-width ResNet-18 cut after its
-   third stage, 64 px, from scratch, no augmentation) on a built-in generated set, with the seen
-   class names embedded by the packaged all-MiniLM-L6-v2 as its queries. Images keep their
+   third stage, 32 px input for shapes and 64 px for demo, from scratch, no augmentation) on a
+   built-in generated set, with the seen class names embedded by the packaged all-MiniLM-L6-v2
+   as its queries. Images keep their
    unseen objects, unlabelled, as NUS-WIDE's zero-shot protocol does.
    - `shapes` (default): 64 px scenes of 1-3 coloured shapes, 30 classes "red circle" ..
      "orange cross"; 8 combinations are held out, every word of which appears in seen names.
+     By default (`--word_labels`) each scene is also labelled with the single words of its
+     shapes ("red", "circle": 11 more seen labels), so the model learns what each word means;
+     the unseen names are never training labels and are embedded only at evaluation.
    - `demo`: 2x2 mosaics of handwritten digits, names "zero" .. "nine" (number words say nothing
      about how a digit looks: the negative control).
 2. The saved model is reloaded and given the unseen names with `set_label_names`, then scored
@@ -41,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {
     # shapes: 32 px model input (the 64 px scenes resized), 2x2 tokens, one per quadrant, that is one per shape
     "shapes": {"unseen": None, "epochs": 6, "image_size": 32, "num_train": 2000, "num_validation": 600,
-               "batch_size": 32, "output_dir": "outputs/zero_shot_shapes"},  # unseen None: SHAPES_UNSEEN
+               "batch_size": 32, "word_labels": True, "output_dir": "outputs/zero_shot_shapes"},  # None: SHAPES_UNSEEN
     "demo": {"unseen": ["seven", "eight", "nine"], "epochs": 10, "image_size": 64, "num_train": None,
              "num_validation": None, "batch_size": 64, "output_dir": "outputs/zero_shot_demo"},
 }
@@ -65,6 +69,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--query_noise_std", type=float, default=0.02, help="the paper's additive query noise")
     p.add_argument("--query_extra", type=int, default=8, help="the paper's random-query additions")
     p.add_argument("--chance_draws", type=int, default=1000)
+    p.add_argument("--word_labels", action=argparse.BooleanOptionalAction, default=None,
+                   help="shapes: also label each image with the single words of its shapes ('red', 'circle') as 11 "
+                        "more seen labels (the unseen names stay out of training); default: on for shapes")
+    p.add_argument("--data_seed", type=int, default=0, help="shapes: the generated set's seed (other scenes, same names)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval_only", action="store_true", help="score the model already saved in --output_dir (no training)")
     args = p.parse_args(argv)
@@ -76,6 +84,10 @@ def parse(argv=None) -> argparse.Namespace:
             args.unseen = list(SHAPES_UNSEEN)
         else:
             args.unseen = list(setting["unseen"])
+    if args.word_labels is None:
+        args.word_labels = bool(setting.get("word_labels", False))
+    if args.dataset != "shapes" and (args.word_labels or args.data_seed != 0):
+        p.error(f"--word_labels and --data_seed are options of the shapes set, not of --dataset {args.dataset}")
     for key in ("epochs", "image_size", "num_train", "num_validation", "batch_size"):
         if getattr(args, key) is None:
             setattr(args, key, setting[key])
@@ -91,7 +103,19 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def dataset_options(args) -> dict:
-    return {k: getattr(args, k) for k in ("num_train", "num_validation") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("num_train", "num_validation") if getattr(args, k) is not None}
+    if args.dataset == "shapes":
+        options.update(word_labels=args.word_labels, seed=args.data_seed)
+    return options
+
+
+def class_names(args, names: list[str]) -> list[str]:
+    """``names`` without the shapes' single-word labels: the classes that GZSL and the report are about."""
+    if args.dataset != "shapes":
+        return list(names)
+    from hf_mlcls.data.shapes import SHAPES_WORDS
+
+    return [n for n in names if n not in SHAPES_WORDS]
 
 
 def cpu_seconds() -> float:
@@ -167,9 +191,11 @@ def evaluate(args, model) -> dict:
     rng = np.random.default_rng(args.seed)
     keys = ["mAP"] + [f"{m}_top{k}" for k in (1, 3, 5) for m in ("P", "R", "F1")]
     for setting in ("zsl", "gzsl"):
-        names = splits[setting].features["labels"].feature.names
+        all_names = splits[setting].features["labels"].feature.names
+        names = class_names(args, all_names)  # GZSL: the 30 "colour shape" names, not the single words
         model.set_label_names(names)  # the model's own text encoder (config.text_encoder)
         logits, targets = score(model, apply_transforms(splits[setting], eval_transform=eval_tf))
+        targets = targets[:, [all_names.index(n) for n in names]]
         ours = compute_zsl(logits, targets, top_k=(1, 3, 5))  # the papers' k = 3, 5; k = 1 for few unseen labels
         draws = [compute_zsl(rng.random(targets.shape), targets, top_k=(1, 3, 5)) for _ in range(args.chance_draws)]
         chance = {k: (float(np.mean([d[k] for d in draws])), float(np.std([d[k] for d in draws]))) for k in keys}
@@ -204,7 +230,8 @@ def probe_single_shapes(args, model) -> dict | None:
     names = {c["id"]: c["name"] for c in data["categories"]}
     per_image: dict[int, list[str]] = {}
     for ann in data["annotations"]:
-        per_image.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
+        if names[ann["category_id"]] in class_names(args, [names[ann["category_id"]]]):  # not the single words
+            per_image.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
     processor = model.build_image_processor()
     model.set_label_names(list(PROBES))
     hits, total = 0, 0
@@ -246,6 +273,10 @@ def main(argv=None) -> dict:
         "unseen": args.unseen,
         "text_encoder": model.config.text_encoder,
         "epochs": args.epochs,
+        "word_labels": args.word_labels if args.dataset == "shapes" else None,
+        "data_seed": args.data_seed,
+        "image_size": args.image_size,
+        "num_train": args.num_train,
         "query_noise_std": model.config.query_noise_std,
         "query_extra": model.config.query_extra,
         "train_wall_seconds": round(train_wall, 1) if trained else None,
@@ -273,7 +304,8 @@ def main(argv=None) -> dict:
             print(f"{setting.upper():<6} {len(r['labels']):>6} {r['num_images']:>6} {key:>7} {r[key]:>7.2f} "
                   f"{c[key]['mean']:>15.2f} ± {c[key]['std']:<5.2f}")
     print("unseen AP: " + ", ".join(f"{n} {results['zsl']['AP_per_class'][n]:.2f}" for n in args.unseen))
-    print("seen AP (GZSL): " + ", ".join(f"{n} {results['gzsl']['AP_per_class'][n]:.2f}" for n in seen))
+    seen_classes = class_names(args, seen)
+    print("seen AP (GZSL): " + ", ".join(f"{n} {results['gzsl']['AP_per_class'][n]:.2f}" for n in seen_classes))
     if probe:
         print(f"label set {', '.join(probe['names'])}: the right name first on {probe['right_name_first']} of "
               f"{probe['scenes']} single-shape validation scenes (chance {probe['chance']:.1f})")

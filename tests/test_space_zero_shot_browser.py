@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_mlcls.data.shapes import SHAPES_UNSEEN
+from hf_mlcls.data.shapes import SHAPES_CLASSES, SHAPES_UNSEEN
 
 pytest.importorskip("gradio", reason="the Space tests need gradio")
 
@@ -29,7 +29,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync"]
 #: unseen names with no word in common: ranking the right one first needs its colour or its shape
 PROBES = ("blue circle", "purple triangle", "yellow square", "orange star")
-#: a small version of examples/zero_shot_demo.py's model and recipe
+#: a small version of examples/zero_shot_demo.py's model and recipe, without its single-word labels (with them, 4 epochs
+#: left this tiny model undecided on the test scene: orange star 48 %, yellow square 45 %)
 TINY = {"backbone": "resnet18", "backbone_kwargs": {"channels": [32, 64, 128, 256]}, "out_index": -2, "image_size": 32,
         "decoder_embedding": 256, "num_heads": 4, "dim_feedforward": 512, "query_noise_std": 0.02, "query_extra": 8}
 
@@ -45,7 +46,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def shapes_model(tmp_path_factory):
     """(model folder, data folder): examples/train.py on 1,000 generated scenes, 4 epochs, unseen names held out
-    (about 3 min of CPU time: 112 steps at the 1.8 CPU-s per step of examples/zero_shot_demo.py's run).
+    (the whole test: 3.2 min of user CPU time, 11 min of wall time on a 2-core machine at load 5 to 9).
     HF_MLCLS_TEST_ZSL_MODEL=<folder> uses a model trained elsewhere on the same held-out names instead."""
     root = tmp_path_factory.mktemp("zsl_shapes")
     assert set(PROBES) <= set(SHAPES_UNSEEN)
@@ -84,7 +85,8 @@ def single_shape_image(data_dir: Path) -> tuple[Path, str]:
     names = {c["id"]: c["name"] for c in data["categories"]}
     per_image = {}
     for ann in data["annotations"]:
-        per_image.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
+        if names[ann["category_id"]] in SHAPES_CLASSES:  # not the single-word labels
+            per_image.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
     for image in data["images"]:
         labels = per_image.get(image["id"], [])
         if len(labels) == 1 and labels[0] in PROBES:

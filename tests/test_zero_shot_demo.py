@@ -20,7 +20,14 @@ from PIL import Image
 import hf_mlcls.data.shapes as shapes
 from hf_mlcls.data import DatasetLayoutError, list_datasets, load_multilabel_dataset, load_report
 from hf_mlcls.data.nuswide_zsl import zero_shot_splits
-from hf_mlcls.data.shapes import SHAPES_CLASSES, SHAPES_COLOURS, SHAPES_SHAPES, SHAPES_UNSEEN, generate_shapes_dataset
+from hf_mlcls.data.shapes import (
+    SHAPES_CLASSES,
+    SHAPES_COLOURS,
+    SHAPES_SHAPES,
+    SHAPES_UNSEEN,
+    SHAPES_WORDS,
+    generate_shapes_dataset,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"num_train": 40, "num_validation": 12}
@@ -108,6 +115,25 @@ def test_deterministic_seeded_and_never_replaces_a_foreign_folder(tmp_path, monk
         generate_shapes_dataset(str(tmp_path / "x"), max_shapes=5)
 
 
+def test_word_labels_add_the_words_of_each_shape_and_change_no_pixel(tmp_path):
+    """word_labels=True: the same images, each also labelled with the colour and shape words of its shapes."""
+    plain = generate_shapes_dataset(str(tmp_path / "plain"), **SMALL)
+    words = generate_shapes_dataset(str(tmp_path / "words"), word_labels=True, **SMALL)
+    for split in ("train2017", "val2017"):
+        assert _digest(os.path.join(plain, split)) == _digest(os.path.join(words, split))
+    ds = load_multilabel_dataset("shapes", str(tmp_path / "words"), word_labels=True, **SMALL)
+    names = ds["train"].features["labels"].feature.names
+    assert names == list(SHAPES_CLASSES) + list(SHAPES_WORDS) and len(names) == 41
+    plain_ds = load_multilabel_dataset("shapes", str(tmp_path / "plain"), **SMALL)
+    for row, plain_row in zip(ds["train"]["labels"], plain_ds["train"]["labels"]):
+        combos = {names[i] for i in plain_row}
+        expected = combos | {w for c in combos for w in c.split()}
+        assert {names[i] for i in row} == expected
+    splits = zero_shot_splits(ds, list(SHAPES_UNSEEN))
+    train_names = splits["train"].features["labels"].feature.names
+    assert len(train_names) == 33 and not set(train_names) & set(SHAPES_UNSEEN)  # 22 combinations + 11 words
+
+
 def test_zero_shot_splits_hold_the_unseen_combinations_out(tmp_path):
     ds = load_multilabel_dataset("shapes", str(tmp_path / "s"), **SMALL)
     splits = zero_shot_splits(ds, list(SHAPES_UNSEEN))
@@ -130,7 +156,8 @@ def _demo_module():
 @pytest.mark.timeout(600)
 def test_demo_script_trains_scores_and_reports(tmp_path, monkeypatch):
     """One epoch on 64 images: the report has ZSL on the 8 unseen names, GZSL on all 30, chance from the same
-    images, CPU time and load; the saved model knows only the 22 seen names. --eval_only scores it again."""
+    images, CPU time and load; the saved model knows only the 22 seen names and the 11 single words (the
+    default word labels). --eval_only scores it again."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts examples/ on the path
     demo = _demo_module()
@@ -138,10 +165,12 @@ def test_demo_script_trains_scores_and_reports(tmp_path, monkeypatch):
               "--num_validation", "24", "--chance_draws", "20"]
     report = demo.main(common + ["--epochs", "1"])
     saved = json.loads((tmp_path / "out" / "zero_shot_demo.json").read_text())
-    assert saved["unseen"] == list(SHAPES_UNSEEN) and len(saved["seen"]) == 22
+    assert saved["unseen"] == list(SHAPES_UNSEEN) and saved["word_labels"] is True
+    assert sorted(saved["seen"]) == sorted([c for c in SHAPES_CLASSES if c not in SHAPES_UNSEEN] + list(SHAPES_WORDS))
     assert not set(saved["seen"]) & set(SHAPES_UNSEEN)
     zsl, gzsl = saved["results"]["zsl"], saved["results"]["gzsl"]
     assert sorted(zsl["labels"]) == sorted(SHAPES_UNSEEN) and len(gzsl["labels"]) == 30
+    assert sorted(gzsl["labels"]) == sorted(SHAPES_CLASSES)  # the words are not scored
     assert zsl["num_images"] == gzsl["num_images"] > 0
     assert 0 <= zsl["mAP"] <= 100 and zsl["chance"]["mAP"]["std"] > 0
     assert saved["train_cpu_seconds"] > 0 and saved["load_average_1min"]["start"] >= 0
@@ -170,3 +199,6 @@ def test_demo_script_names_a_bad_argument(capsys):
     with pytest.raises(SystemExit) as exit_info:
         demo.parse(["--epochs", "0"])
     assert exit_info.value.code == 2 and "--epochs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        demo.parse(["--dataset", "demo", "--word_labels"])
+    assert exit_info.value.code == 2 and "--word_labels" in capsys.readouterr().err

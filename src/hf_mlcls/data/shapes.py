@@ -32,6 +32,7 @@ __all__ = [
     "SHAPES_COLOURS",
     "SHAPES_SHAPES",
     "SHAPES_UNSEEN",
+    "SHAPES_WORDS",
     "default_shapes_dir",
     "generate_shapes_dataset",
     "load_shapes",
@@ -54,6 +55,8 @@ SHAPES_UNSEEN = (
     "red star", "red square", "green circle", "blue cross", "blue circle", "yellow square", "purple triangle",
     "orange star",
 )
+#: the single-word labels of ``word_labels=True``: each colour and each shape word on its own
+SHAPES_WORDS = tuple(SHAPES_COLOURS) + SHAPES_SHAPES
 _FORMAT = "hf_mlcls-shapes"
 _VERSION = 1
 
@@ -99,8 +102,10 @@ def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts]
 
 
-def _render_split(folder, split, count, rng, size, max_shapes, first_id):
-    """Draw ``count`` scenes at 4x the size (then downsample: smooth edges) and their COCO annotations."""
+def _render_split(folder, split, count, rng, size, max_shapes, first_id, word_labels=False):
+    """Draw ``count`` scenes at 4x the size (then downsample: smooth edges) and their COCO annotations
+    (with ``word_labels``, each shape is also annotated with its colour word and its shape word)."""
+    classes = SHAPES_CLASSES + (SHAPES_WORDS if word_labels else ())
     scale = 4
     tile = size // 2
     os.makedirs(os.path.join(folder, split))
@@ -125,18 +130,21 @@ def _render_split(folder, split, count, rng, size, max_shapes, first_id):
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb)
             else:
                 draw.polygon(_outline(shape, cx, cy, r, float(rng.uniform(-0.25, 0.25))), fill=rgb)
-            ann_id += 1
-            annotations.append({
-                "id": ann_id, "image_id": image_id, "category_id": SHAPES_CLASSES.index(f"{colour} {shape}") + 1,
-                "bbox": [round(x, 2), round(y, 2), round(side, 2), round(side, 2)], "area": round(side * side, 2),
-                "iscrowd": 0,
-            })
+            # the words come after the rng draws, so word_labels changes no pixel
+            for name in (f"{colour} {shape}",) + ((colour, shape) if word_labels else ()):
+                ann_id += 1
+                annotations.append({
+                    "id": ann_id, "image_id": image_id, "category_id": classes.index(name) + 1,
+                    "bbox": [round(x, 2), round(y, 2), round(side, 2), round(side, 2)], "area": round(side * side, 2),
+                    "iscrowd": 0,
+                })
         pixels = np.asarray(canvas.resize((size, size), PIL.Image.BOX), dtype=np.float64)
         pixels = pixels + rng.normal(0, 10, size=pixels.shape)
         name = f"{image_id:012d}.png"  # PNG: JPEG would blur the colours of small shapes into each other
         PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(folder, split, name))
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
-    categories = [{"id": i + 1, "name": c, "supercategory": c.split()[1]} for i, c in enumerate(SHAPES_CLASSES)]
+    categories = [{"id": i + 1, "name": c, "supercategory": c.split()[1] if " " in c else "word"}
+                  for i, c in enumerate(classes)]
     with open(os.path.join(folder, "annotations", f"instances_{split}.json"), "w", encoding="utf-8") as fh:
         json.dump({"info": {"description": "hf_mlcls shapes: coloured shapes with compositional names"},
                    "images": images, "annotations": annotations, "categories": categories}, fh)
@@ -150,6 +158,7 @@ def generate_shapes_dataset(
     seed: int = 0,
     image_size: int = 64,
     max_shapes: int = 3,
+    word_labels: bool = False,
     overwrite: bool = False,
 ) -> str:
     """Write the shapes set in COCO layout (``annotations/instances_{train,val}2017.json``,
@@ -158,6 +167,10 @@ def generate_shapes_dataset(
     The same parameters always give the same files. Nothing is written when ``manifest.json``
     already records the same parameters; the set is built in a temporary sibling folder and
     renamed into place, and a folder holding something else (no shapes manifest) is never replaced.
+
+    ``word_labels=True`` adds 11 classes after the 30 (:data:`SHAPES_WORDS`: ``red`` ... ``orange``,
+    ``circle`` ... ``cross``): an image is also labelled with the colour word and the shape word of each
+    shape it holds. The images are the same as without; only the annotations differ.
     """
     if image_size < 32 or image_size % 2:
         raise ValueError(f"image_size must be an even number >= 32, got {image_size}")
@@ -167,7 +180,7 @@ def generate_shapes_dataset(
         raise ValueError("num_train and num_validation must be positive")
     folder = os.path.abspath(data_dir or default_shapes_dir())
     params = {"num_train": int(num_train), "num_validation": int(num_validation), "seed": int(seed),
-              "image_size": int(image_size), "max_shapes": int(max_shapes)}
+              "image_size": int(image_size), "max_shapes": int(max_shapes), "word_labels": bool(word_labels)}
     if not overwrite and _is_current(folder, params):
         return folder
     if os.path.isdir(folder) and os.listdir(folder) and _read_manifest(folder) is None:
@@ -177,11 +190,13 @@ def generate_shapes_dataset(
         )
     def build(tmp: str) -> None:
         os.makedirs(os.path.join(tmp, "annotations"))
-        _render_split(tmp, "train2017", num_train, np.random.default_rng([seed, 1]), image_size, max_shapes, 1)
+        _render_split(tmp, "train2017", num_train, np.random.default_rng([seed, 1]), image_size, max_shapes, 1,
+                      word_labels)
         _render_split(tmp, "val2017", num_validation, np.random.default_rng([seed, 2]), image_size, max_shapes,
-                      num_train + 1)
+                      num_train + 1, word_labels)
+        classes = list(SHAPES_CLASSES) + (list(SHAPES_WORDS) if word_labels else [])
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
-            json.dump({"format": _FORMAT, "version": _VERSION, "params": params, "classes": list(SHAPES_CLASSES),
+            json.dump({"format": _FORMAT, "version": _VERSION, "params": params, "classes": classes,
                        "unseen": list(SHAPES_UNSEEN)}, fh, indent=1)
 
     write_folder_atomically(folder, build, lambda f: _is_current(f, params))
@@ -196,13 +211,15 @@ def load_shapes(
     seed: int = 0,
     image_size: int = 64,
     max_shapes: int = 3,
+    word_labels: bool = False,
     splits: Union[None, str, Sequence[str], Mapping[str, str]] = None,
     verify_images: Union[bool, str] = "auto",
     strict: bool = False,
 ) -> datasets.DatasetDict:
     """Generate the shapes set when needed (see :func:`generate_shapes_dataset`) and load it with the
-    COCO loader: ``train`` / ``validation``, the 30 classes of :data:`SHAPES_CLASSES`."""
+    COCO loader: ``train`` / ``validation``, the 30 classes of :data:`SHAPES_CLASSES` (then the 11 of
+    :data:`SHAPES_WORDS` with ``word_labels=True``)."""
     folder = generate_shapes_dataset(data_dir, num_train=num_train, num_validation=num_validation, seed=seed,
-                                     image_size=image_size, max_shapes=max_shapes)
+                                     image_size=image_size, max_shapes=max_shapes, word_labels=word_labels)
     return load_coco(folder, year=2017, splits=splits, verify_images=verify_images, strict=strict,
                      dataset_name="shapes")
