@@ -10,7 +10,16 @@ pushing) is the `transformers.Trainer`'s own. One module per concern:
 - `trainer`: `MultiLabelTrainer`, `WarnSkippedClasses`, `summary_line`.
 """
 
-from .checkpoints import INCOMPLETE_MARKER, last_complete_checkpoint, stopped_note
+from .checkpoints import (
+    INCOMPLETE_MARKER,
+    LOCK_NAME,
+    OutputDirLock,
+    check_output_dir,
+    check_writable_folder,
+    is_checkpoint,
+    last_complete_checkpoint,
+    stopped_note,
+)
 from .ema import EMA_WEIGHTS_NAME, EMACallback, load_ema, save_ema
 from .recipe import LabelSet, RecipeArguments, check_recipe, decay_parameter_names, freeze_backbone_layers
 from .trainer import SUMMARY_KEYS, MultiLabelTrainer, WarnSkippedClasses, summary_line
@@ -19,14 +28,19 @@ __all__ = [
     "EMACallback",
     "EMA_WEIGHTS_NAME",
     "INCOMPLETE_MARKER",
+    "LOCK_NAME",
     "LabelSet",
     "MultiLabelTrainer",
+    "OutputDirLock",
     "RecipeArguments",
     "SUMMARY_KEYS",
     "WarnSkippedClasses",
+    "check_output_dir",
     "check_recipe",
+    "check_writable_folder",
     "decay_parameter_names",
     "freeze_backbone_layers",
+    "is_checkpoint",
     "last_complete_checkpoint",
     "load_ema",
     "save_ema",

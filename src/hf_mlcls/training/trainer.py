@@ -240,7 +240,8 @@ class MultiLabelTrainer(Trainer):
             # stopped and what can be resumed; the traceback says why.
             note = stopped_note(err, self.args.output_dir, self.state.global_step)
             err.add_note(note)
-            logger.error(note)
+            if not isinstance(err, KeyboardInterrupt):  # Ctrl-C is the user's own doing: the note is enough
+                logger.error(note)
             raise
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
