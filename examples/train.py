@@ -313,8 +313,10 @@ def parse_and_check(argv: list[str]):
     check_args(model_args, data_args, recipe, zs_args, training_args, output_args)
     try:
         sl_args.check()
-    except ValueError as err:
-        raise UserError(" ".join(str(err).split())) from None
+    except SystemExit as err:  # hf_mlcls.training_single says "train.py: ..." and stops; here it is one user error
+        if not isinstance(err.code, str):
+            raise
+        raise UserError(err.code.removeprefix("train.py: ")) from None
     return parsed
 
 

@@ -411,3 +411,132 @@ def test_ctrl_c_during_training_is_one_line_naming_the_last_checkpoint(train_scr
                      f"{out / 'checkpoint-2'}: resume with resume_from_checkpoint=True "
                      "(examples/train.py: --resume_from_checkpoint true)."], err[-3000:]
     assert (out / "checkpoint-2" / "model.safetensors").is_file() and not (out / LOCK_NAME).exists()
+
+
+# ============================================================================== fuzzing the argument lists
+
+hypothesis = pytest.importorskip("hypothesis", reason="pip install hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: derandomized: the same examples on every run (no seed to print); the whole fuzz pass takes well under a minute
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+# paths a user may give, by role; "{x}" are filled in from the fuzz folder
+PATH_NAMES = ["{missing}", "{folder}", "{text}", "{image}", "{model}", "{under_file}", "{unicode}", "{fifo}", "{piped}",
+              "/dev/null", "", " ", "-", "..", "ünïcødé/☃.png", "a\tb", "--", "~nobody/x"]
+WORDS = st.one_of(
+    st.sampled_from(PATH_NAMES),
+    st.text(max_size=8),
+    st.integers(-3, 3).map(str),
+    st.sampled_from(["nan", "inf", "-0", "1e400", "0.5", "true", "false", "{}", "[1]", '{"a": 1}', "null"]),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_root(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("fuzz")
+    (root / "folder").mkdir()
+    (root / "text.txt").write_text("not an image")
+    (root / "ünïcødé ☃").mkdir()
+    shutil.copyfile(model_dir / "images" / "a.jpg", root / "ünïcødé ☃" / "ïmage.jpg")
+    shutil.copytree(root / "ünïcødé ☃", root / "piped")  # an image and a named pipe
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "pipe.jpg")
+        os.mkfifo(root / "piped" / "pipe.png")
+    paths = {
+        "missing": str(root / "missing"), "folder": str(root / "folder"), "text": str(root / "text.txt"),
+        "image": str(model_dir / "images" / "a.jpg"), "model": str(model_dir / "model"),
+        "under_file": str(root / "text.txt" / "x.json"), "unicode": str(root / "ünïcødé ☃"),
+        "fifo": str(root / ("pipe.jpg" if hasattr(os, "mkfifo") else "missing")), "piped": str(root / "piped"),
+    }
+    return root, paths
+
+
+def _fill(words: list[str], paths: dict) -> list[str]:
+    return [w.format(**paths) if w in PATH_NAMES or w.startswith("{folder}/") else w for w in words]
+
+
+def _answer(call, capsys, prog: str) -> int:
+    """Run one argument list: a usage error (exit 2 from argparse), a one-line error (exit 2) or a result (0/1);
+    any other exception fails the test."""
+    with Deadline(60):
+        try:
+            rc = call()
+        except SystemExit as caught:  # argparse: usage and the error, status 2
+            err = capsys.readouterr().err
+            assert caught.code == 2 and "error:" in err and "Traceback" not in err, err[-2000:]
+            return 2
+    err = capsys.readouterr().err
+    if rc == 2:
+        one_line(err, prog)
+    else:
+        assert rc in (0, 1) and "Traceback" not in err, err[-2000:]
+    return rc
+
+
+def _options(names: list[str]):
+    return st.lists(st.tuples(st.sampled_from(names), WORDS), max_size=3).map(lambda pairs: [w for p in pairs for w in p])
+
+
+@FUZZ
+@given(model=st.sampled_from(["{model}", "{model}", "{model}", "{missing}", "{text}", "{folder}", "owner/name"]),
+       inputs=st.lists(st.one_of(st.sampled_from(["{image}", "{unicode}", "{piped}"]), st.sampled_from(PATH_NAMES)),
+                       min_size=1, max_size=2),
+       output=st.one_of(st.none(), st.sampled_from(PATH_NAMES), st.sampled_from(["{folder}/p.json", "p.csv"])),
+       options=_options(["--threshold", "--top-k", "--format", "--batch-size", "--device"]))
+def test_fuzz_predict_arguments(model, inputs, output, options, fuzz_root, capsys, monkeypatch):
+    root, paths = fuzz_root
+    monkeypatch.chdir(root / "folder")  # relative output paths land in the fuzz folder
+    argv = ["predict", *_fill([model, *inputs, *options], paths), "--device", "cpu"]
+    if output is not None:
+        argv += ["--output", _fill([output], paths)[0]]
+    _answer(lambda: cli_main(argv), capsys, "hf-mlcls predict")
+    left = [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+    assert not left, f"temporary files left behind: {left}"
+
+
+@FUZZ
+@given(folder=st.sampled_from(["{model}", "{missing}", "{text}", "{folder}", "{unicode}"]),
+       repo=st.one_of(st.sampled_from(["me/model", "me", "a/b/c", ""]), st.text(max_size=8)),
+       options=_options(["--eval-json", "--eval-artifact", "--license", "--dataset", "--base-model", "--provenance"]))
+def test_fuzz_push_arguments(folder, repo, options, fuzz_root, capsys, monkeypatch, tmp_path_factory):
+    root, paths = fuzz_root
+    monkeypatch.chdir(root / "folder")
+    staged = tmp_path_factory.mktemp("staged") / "out"  # always a dry run: nothing is uploaded
+    argv = ["push", *_fill([folder], paths), repo, "--dry-run", str(staged), *_fill(options, paths)]
+    _answer(lambda: cli_main(argv), capsys, "hf-mlcls push")
+
+
+@FUZZ
+@given(checkpoint=st.sampled_from(["{missing}", "{text}", "{folder}", "{image}", "{fifo}", "/dev/null"]),
+       preset=st.one_of(st.sampled_from(["q2l-r101-448", "mldecoder-tresnetm-224"]), st.text(max_size=8)),
+       options=_options(["--labels", "--config", "--set", "--repo-id", "--label-embeddings"]))
+def test_fuzz_convert_arguments(checkpoint, preset, options, fuzz_root, capsys, monkeypatch, tmp_path_factory):
+    root, paths = fuzz_root
+    monkeypatch.chdir(root / "folder")
+    out = tmp_path_factory.mktemp("converted") / "out"
+    argv = ["convert", *_fill([checkpoint], paths), str(out), "--preset", preset, *_fill(options, paths)]
+    _answer(lambda: cli_main(argv), capsys, "hf-mlcls convert")
+
+
+@FUZZ
+@given(first=st.sampled_from(["", "{text}", "{missing}.yaml", str(ROOT / "examples" / "configs" / "demo.yaml")]),
+       options=_options(["--dataset", "--data_dir", "--max_train_samples", "--output_dir", "--model", "--model_overrides",
+                         "--dataset_options", "--pct_start", "--ema_decay", "--resume_from_checkpoint", "--learning_rate",
+                         "--do_train", "--unseen_labels", "--schedule", "--backbone_weights_file", "--overwrite_output_dir"]))
+def test_fuzz_train_script_arguments(first, options, fuzz_root, train_script, capsys, monkeypatch, tmp_path_factory):
+    """examples/train.py's parsing and every check made before the data: never a traceback."""
+    root, paths = fuzz_root
+    monkeypatch.chdir(tmp_path_factory.mktemp("train"))
+    argv = [w for w in _fill([first], paths) if w] + ["--use_cpu", "true", *_fill(options, paths)]
+    from hf_mlcls.cli import run_user_command
+
+    _answer(lambda: run_user_command("train.py", lambda: train_script.parse_and_check(argv) and 0), capsys, "train.py")
+
+
+def test_single_label_argument_errors_are_one_line_exit_2_too(train_script, capsys, tmp_path, no_data_loading):
+    assert train_script.cli(["--dataset", "demo", "--do_train", "true", "--use_cpu", "true", "--output_dir",
+                             str(tmp_path / "o"), "--mixup_prob", "2"]) == 2
+    assert "--mixup_prob must be in [0, 1]" in one_line(capsys.readouterr().err, "train.py")
