@@ -540,3 +540,46 @@ def test_single_label_argument_errors_are_one_line_exit_2_too(train_script, caps
     assert train_script.cli(["--dataset", "demo", "--do_train", "true", "--use_cpu", "true", "--output_dir",
                              str(tmp_path / "o"), "--mixup_prob", "2"]) == 2
     assert "--mixup_prob must be in [0, 1]" in one_line(capsys.readouterr().err, "train.py")
+
+
+@pytest.mark.parametrize("command", ["push", "deploy-space", "convert"])
+@pytest.mark.parametrize("where", ["a-file", "under-a-file"])
+def test_output_folders_of_push_deploy_space_and_convert_that_cannot_be_written(command, where, model_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    out = tmp_path / "afile" if where == "a-file" else tmp_path / "afile" / "sub"
+    flag = "OUTPUT_DIR" if command == "convert" else "--dry-run"
+    argv = {
+        "push": ["push", str(model_dir / "model"), "me/model", "--dry-run", str(out)],
+        "deploy-space": ["deploy-space", "me/space", "--dry-run", str(out)],
+        "convert": ["convert", str(tmp_path / "afile"), str(out), "--preset", "q2l-r101-448"],
+    }[command]
+    message = "is a file, not a folder" if where == "a-file" else "lies under '.*afile', which is a file, not a folder"
+    assert cli_main(argv) == 2  # (deploy-space under a file was a FileExistsError traceback)
+    assert re.search(rf"{flag} '.*' {message}", one_line(capsys.readouterr().err, f"hf-mlcls {command}"))
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output_dir", "{t}/afile"], r"--output_dir '.*afile' is a file, not a folder"),
+    (["--output_dir", "{t}/afile/eval"], r"--output_dir '.*eval' lies under '.*afile', which is a file"),
+    (["--batch_size", "0"], r"--batch_size must be >= 1, got 0"),
+    (["--threshold", "nan"], r"--threshold must be between 0 and 1, got nan"),
+], ids=["output-a-file", "output-under-a-file", "batch-size", "threshold"])
+def test_evaluate_script_checks_its_arguments_before_loading_the_model(args, message, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from hf_mlcls.cli import run_user_command
+
+    # by path: "evaluate" is also the name of the Hugging Face package
+    spec = importlib.util.spec_from_file_location("evaluate_script_under_test", ROOT / "examples" / "evaluate.py")
+    evaluate_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_script)
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the bad argument was refused")
+
+    monkeypatch.setattr(evaluate_script, "load_model", refuse)
+    (tmp_path / "afile").write_text("mine")
+    argv = ["--model", "any/model", *[a.format(t=tmp_path) for a in args]]
+    assert run_user_command("evaluate.py", lambda: evaluate_script.main(argv) and 0) == 2
+    assert re.search(message, one_line(capsys.readouterr().err, "evaluate.py"))

@@ -6,6 +6,8 @@ import errno
 import os
 import shutil
 
+from ..paths import check_writable_folder
+
 # Present in a checkpoint folder while it is being written; a crash leaves it behind.
 INCOMPLETE_MARKER = ".incomplete"
 
@@ -87,23 +89,6 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
 RUN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
              "trainer_state.json", "training_args.bin", "all_results.json", "train_results.json")
 LOCK_NAME = ".hf_mlcls.lock"
-
-
-def check_writable_folder(path: str, flag: str) -> None:
-    """Refuse, with a ``ValueError`` naming ``flag``, a folder path that cannot be created or written: an
-    existing file, a path under a file, or a place without write permission. Nothing is created."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag} {path!r} is a file, not a folder; give a folder (new or one of yours)")
-    ancestor = os.path.abspath(path)
-    while not os.path.exists(ancestor):
-        parent = os.path.dirname(ancestor)
-        if parent == ancestor:
-            break
-        ancestor = parent
-    if not os.path.isdir(ancestor):
-        raise ValueError(f"{flag} {path!r} lies under {ancestor!r}, which is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path!r}: no permission to write in {ancestor!r}; choose a folder you can write")
 
 
 def is_checkpoint(folder: str) -> bool:
