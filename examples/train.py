@@ -569,16 +569,7 @@ def cli(argv: list[str] | None = None) -> int:
     """The command line: bad input is one line ``train.py: error: ...`` and exit status 2 (through the CLI's
     error boundary; HF_MLCLS_TRACEBACK=1 shows the traceback); Ctrl-C is one line saying where the last
     checkpoint is, exit status 130."""
-    try:
-        return run_user_command("train.py", lambda: main(argv) and 0)
-    except KeyboardInterrupt as err:
-        if os.environ.get("HF_MLCLS_TRACEBACK"):
-            raise
-        notes = [n for n in getattr(err, "__notes__", []) if n.startswith("hf_mlcls: training stopped")]
-        where = notes[-1].removeprefix("hf_mlcls: ") if notes else "before training started; no checkpoint was written"
-        # on a line of its own: the progress bar it interrupted has no line end
-        print(f"\ntrain.py: interrupted: {where}", file=sys.stderr, flush=True)
-        return 130
+    return run_user_command("train.py", lambda: main(argv) and 0)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ def _relabel(folder: Path, n: int) -> None:
                    r"\(1, 7, 96\) for config.json"),
         ("foreign", r"its config.json describes a 'bert' model, not a Query2Label or ML-Decoder one"),
     ],
+    ids=["no-head", "labels", "foreign"],
 )
 def test_a_model_folder_that_does_not_fit_its_config_is_one_line_naming_folder_and_tensor(
         damage, message, model_dir, tmp_path, capsys):
@@ -211,6 +212,7 @@ def test_our_classes_refuse_missing_weights_and_still_start_a_new_head_when_aske
         ("labels", r"model folder model does not load back, so it is not uploaded: .*classifier.W is \(1, 5, 96\)"),
         ("no-head", r"model folder model does not load back, so it is not uploaded: .*lack 3 learned tensor"),
     ],
+    ids=["truncated", "labels", "no-head"],
 )
 def test_push_dry_run_refuses_a_folder_that_does_not_load_back(damage, message, model_dir, tmp_path, capsys):
     folder = tmp_path / "model"
@@ -280,24 +282,24 @@ def _model_folder(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "case, message",
-    [
-        ("output-is-a-file", r"--output_dir '.*afile' is a file, not a folder"),
-        ("output-under-a-file", r"--output_dir '.*afile/run' lies under '.*afile', which is a file, not a folder"),
-        ("output-holds-a-model", r"--output_dir '.*model' already holds a model or a training run \(config.json, "
-                                 r"model.safetensors\); its files would be replaced.* --overwrite_output_dir true"),
-        ("resume-not-a-checkpoint", r"--resume_from_checkpoint '.*model' is not a checkpoint \(no trainer_state.json\)"),
-        ("resume-missing", r"--resume_from_checkpoint '.*nowhere' does not exist"),
-        ("resume-none-there", r"--resume_from_checkpoint true: there is no complete checkpoint-N folder in '.*empty'"),
-        ("model-not-ours", r"--model '.*bert' is a 'bert' model \(config.json model_type\)"),
-        ("model-missing", r"--model '.*nowhere' is neither a preset nor a folder here"),
-        ("config-file-missing", r"argument file '.*nope.yaml' does not exist"),
-        ("config-file-not-yaml", r"bad.yaml: not valid YAML/JSON"),
-        ("config-file-a-list", r"list.yaml: must hold a mapping of argument names to values, not a list"),
-    ],
-)
-def test_train_script_refuses_bad_paths_before_any_work(case, message, train_script, tmp_path, capsys, no_data_loading):
+TRAIN_PATH_CASES = dict([
+    ("output-is-a-file", r"--output_dir '.*afile' is a file, not a folder"),
+    ("output-under-a-file", r"--output_dir '.*afile/run' lies under '.*afile', which is a file, not a folder"),
+    ("output-holds-a-model", r"--output_dir '.*model' already holds a model or a training run \(config.json, "
+                             r"model.safetensors\); its files would be replaced.* --overwrite_output_dir true"),
+    ("resume-not-a-checkpoint", r"--resume_from_checkpoint '.*model' is not a checkpoint \(no trainer_state.json\)"),
+    ("resume-missing", r"--resume_from_checkpoint '.*nowhere' does not exist"),
+    ("resume-none-there", r"--resume_from_checkpoint true: there is no complete checkpoint-N folder in '.*empty'"),
+    ("model-not-ours", r"--model '.*bert' is a 'bert' model \(config.json model_type\)"),
+    ("model-missing", r"--model '.*nowhere' is neither a preset nor a folder here"),
+    ("config-file-missing", r"argument file '.*nope.yaml' does not exist"),
+    ("config-file-not-yaml", r"bad.yaml: not valid YAML/JSON"),
+    ("config-file-a-list", r"list.yaml: must hold a mapping of argument names to values, not a list"),
+])
+
+
+@pytest.mark.parametrize("case", list(TRAIN_PATH_CASES))
+def test_train_script_refuses_bad_paths_before_any_work(case, train_script, tmp_path, capsys, no_data_loading):
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "empty").mkdir()
     (tmp_path / "bert").mkdir()
@@ -321,7 +323,7 @@ def test_train_script_refuses_bad_paths_before_any_work(case, message, train_scr
         "config-file-a-list": [str(tmp_path / "list.yaml")],
     }[case]
     assert train_script.cli(argv) == 2
-    assert re.search(message, one_line(capsys.readouterr().err, "train.py"))
+    assert re.search(TRAIN_PATH_CASES[case], one_line(capsys.readouterr().err, "train.py"))
     assert (model / "model.safetensors").read_bytes() == before and (tmp_path / "afile").read_text() == "mine"
     assert not (tmp_path / "o").exists() and not list((tmp_path / "empty").iterdir())
 
@@ -402,7 +404,7 @@ def test_ctrl_c_during_training_is_one_line_naming_the_last_checkpoint(train_scr
         "--num_train_epochs", "3", "--per_device_train_batch_size", "8", "--output_dir", str(out), "--use_cpu", "true",
         "--eval_strategy", "no", "--load_best_model_at_end", "false", "--metric_for_best_model", "loss",
         "--report_to", "none",
-    ])
+])
     err = capsys.readouterr().err
     assert rc == 130, err[-3000:]
     assert "Traceback" not in err
@@ -583,3 +585,19 @@ def test_evaluate_script_checks_its_arguments_before_loading_the_model(args, mes
     argv = ["--model", "any/model", *[a.format(t=tmp_path) for a in args]]
     assert run_user_command("evaluate.py", lambda: evaluate_script.main(argv) and 0) == 2
     assert re.search(message, one_line(capsys.readouterr().err, "evaluate.py"))
+
+
+def test_ctrl_c_in_any_command_is_one_line_exit_130(model_dir, capsys, monkeypatch):
+    import hf_mlcls.inference
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hf_mlcls.inference, "predict_files", interrupted)
+    monkeypatch.delenv("HF_MLCLS_TRACEBACK", raising=False)
+    assert cli_main(["predict", str(model_dir / "model"), str(model_dir / "images")]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "hf-mlcls predict: interrupted"
+    monkeypatch.setenv("HF_MLCLS_TRACEBACK", "1")  # asked for: the traceback
+    with pytest.raises(KeyboardInterrupt):
+        cli_main(["predict", str(model_dir / "model"), str(model_dir / "images")])
