@@ -208,6 +208,13 @@ class CheckpointWeightsError(ValueError):
     another shape. The message names the folder and the tensors."""
 
 
+class _DropLoadReport:
+    """A logging filter that drops transformers' LOAD REPORT table (what it says, our error says in one line)."""
+
+    def filter(self, record) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
 def _shape(shape) -> str:
     return "(" + ", ".join(str(int(d)) for d in shape) + ")"
 
@@ -271,9 +278,11 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
         from transformers import modeling_utils
 
         report_logger = modeling_utils.logger
-        level = report_logger.level
-        if not ignore_mismatched:  # transformers' multi-line report would precede our one-line error
-            report_logger.setLevel(max(level, 40))
+        # transformers' multi-line load report would precede our one-line error (each call its own filter, so
+        # that loads in several threads never leave the logger changed)
+        quiet = _DropLoadReport()
+        if not ignore_mismatched:
+            report_logger.addFilter(quiet)
         try:
             # The checkpoint holds the backbone weights: never fetch pretrained ones while loading.
             with loading_checkpoint():
@@ -281,7 +290,7 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
                     *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
                 )
         finally:
-            report_logger.setLevel(level)
+            report_logger.removeFilter(quiet)
         _check_loading_info(source, info, ignore_mismatched)
         return (model, info) if want_info else model
 
