@@ -5,7 +5,9 @@
 #   bash examples/demo.sh --max_steps 2 --max_eval_samples 64    # shortened: any train.py argument overrides the recipe
 set -euo pipefail
 cd "$(dirname "$0")/.."
-accelerate launch examples/train.py examples/configs/demo.yaml "$@"
+# outputs/demo is the demo's own folder: a new run replaces the previous demo result (train.py refuses any other
+# folder that holds a model or a run unless told --overwrite_output_dir true)
+accelerate launch examples/train.py examples/configs/demo.yaml --overwrite_output_dir true "$@"
 python examples/evaluate.py --model outputs/demo --dataset demo --split validation --output_dir outputs/demo/eval
 images="$(python -c 'from hf_mlcls.data import default_demo_dir; print(default_demo_dir())')/val2017"
 hf-mlcls predict outputs/demo "$images" --threshold 0.5 --output outputs/demo/predictions.csv

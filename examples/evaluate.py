@@ -98,6 +98,16 @@ def main(argv=None) -> dict:
         raise ValueError(f"--dataset_options is not valid JSON ({err.msg} at column {err.colno}): {args.dataset_options!r}") from None
     if not isinstance(options, dict):
         raise ValueError(f"--dataset_options must be a JSON object like '{{\"key\": value}}', got {args.dataset_options!r}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    if not 0 <= args.threshold <= 1:
+        raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.output_dir is not None:
+        from hf_mlcls.training import check_writable_folder
+
+        check_writable_folder(args.output_dir, "--output_dir")  # before the model and the data are loaded
     model = load_model(args.model, device=args.device)  # first: a wrong --model fails before the data is read
     dataset = load_multilabel_dataset(args.dataset, args.data_dir, **options)
     if args.split not in dataset:

@@ -14,4 +14,6 @@ from hf_mlcls.commands.predict import add_arguments, run
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+    from hf_mlcls.cli import run_user_command
+
+    sys.exit(run_user_command("predict.py", run, parser.parse_args()))

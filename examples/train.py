@@ -24,11 +24,22 @@ import yaml
 from transformers import AutoConfig, AutoModelForImageClassification, EarlyStoppingCallback, HfArgumentParser, TrainingArguments
 
 import hf_mlcls
+from hf_mlcls.cli import run_user_command
 from hf_mlcls.data import MultiLabelCollator, apply_transforms, list_datasets, load_multilabel_dataset, transforms_from_image_processor
 from hf_mlcls.data.registry import find_dataset
 from hf_mlcls.data.single_label import is_single_label
 from hf_mlcls.metrics import compute_metrics, compute_zsl_metrics
-from hf_mlcls.training import LabelSet, MultiLabelTrainer, RecipeArguments, check_recipe, freeze_backbone_layers
+from hf_mlcls.errors import UserError
+from hf_mlcls.training import (
+    LabelSet,
+    MultiLabelTrainer,
+    OutputDirLock,
+    RecipeArguments,
+    check_output_dir,
+    check_recipe,
+    check_writable_folder,
+    freeze_backbone_layers,
+)
 from hf_mlcls.training_single import SingleLabelArguments
 
 logger = logging.getLogger("hf_mlcls.train")
@@ -85,20 +96,37 @@ class ZeroShotArguments:
     gzsl: bool = field(default=True, metadata={"help": "also evaluate on all labels (GZSL), beside the unseen ones (ZSL)"})
 
 
+@dataclass
+class OutputArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "train into an --output_dir that already holds a model or a run, replacing its files "
+                  "(without it such a folder is refused, unless --resume_from_checkpoint continues that run)"},
+    )
+
+
 def parse_all_args(argv: list[str]):
-    """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments, SingleLabelArguments)."""
+    """(ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments, SingleLabelArguments,
+    OutputArguments). A bad value is a ``UserError`` naming it (argparse's own usage errors exit with status 2)."""
     parser = HfArgumentParser((ModelArguments, DataArguments, RecipeArguments, TrainingArguments, ZeroShotArguments,
-                               SingleLabelArguments))
+                               SingleLabelArguments, OutputArguments))
     config_file = DEFAULT_CONFIG if not argv else None
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_file, argv = argv[0], argv[1:]
     if config_file:
-        with open(config_file, encoding="utf-8") as fh:
-            defaults = yaml.safe_load(fh) or {}
+        if not os.path.isfile(config_file):
+            raise UserError(f"argument file {config_file!r} does not exist (the recipes are in examples/configs/)")
+        try:
+            with open(config_file, encoding="utf-8") as fh:
+                defaults = yaml.safe_load(fh) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise UserError(f"{config_file}: not valid YAML/JSON: {' '.join(str(err).split())}") from None
+        if not isinstance(defaults, dict):
+            raise UserError(f"{config_file}: must hold a mapping of argument names to values, not a {type(defaults).__name__}")
         known = {f.dest for f in parser._actions}
-        unknown = sorted(set(defaults) - known)
+        unknown = sorted(str(k) for k in set(defaults) - known)
         if unknown:
-            raise SystemExit(f"{config_file}: unknown argument(s) {unknown}")
+            raise UserError(f"{config_file}: unknown argument(s) {unknown}")
         # mapping-valued options are JSON strings on the command line
         defaults = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in defaults.items()}
         parser.set_defaults(**defaults)
@@ -108,7 +136,7 @@ def parse_all_args(argv: list[str]):
     try:
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:  # a dataclass's own check (RecipeArguments, TrainingArguments) refused a value
-        raise SystemExit(f"train.py: {err}") from None
+        raise UserError(" ".join(str(err).split())) from None
 
 
 def _json_object(text: str | None, flag: str) -> dict:
@@ -117,20 +145,32 @@ def _json_object(text: str | None, flag: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"train.py: --{flag}: not valid JSON ({err.msg} at column {err.colno}): {text!r}") from None
+        raise UserError(f"--{flag}: not valid JSON ({err.msg} at column {err.colno}): {text!r}") from None
     if not isinstance(value, dict):
-        raise SystemExit(f"train.py: --{flag} must be a JSON object like '{{\"key\": value}}', got {text!r}")
+        raise UserError(f"--{flag} must be a JSON object like '{{\"key\": value}}', got {text!r}")
     return value
 
 
+def resume_value(training_args: TrainingArguments):
+    """``--resume_from_checkpoint`` as the trainer takes it: True (the last complete checkpoint), a path, or None."""
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.strip().lower() in ("true", "last"):
+        return True
+    if isinstance(resume, str) and resume.strip().lower() in ("", "false", "none"):
+        return None
+    return resume
+
+
 def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments,
-               zs_args: ZeroShotArguments | None = None, training_args: TrainingArguments | None = None) -> None:
-    """Refuse bad argument values before any data is read or model built, naming the argument. The
-    recipe's own values are checked when it is parsed (``RecipeArguments.__post_init__``); here, the
-    rest and the recipe against the training arguments (``check_recipe``)."""
+               zs_args: ZeroShotArguments | None = None, training_args: TrainingArguments | None = None,
+               output_args: OutputArguments | None = None) -> None:
+    """Refuse bad argument values before any data is read or model built: a ``UserError`` naming the
+    argument. The recipe's own values are checked when it is parsed (``RecipeArguments.__post_init__``);
+    here, the rest, the recipe against the training arguments (``check_recipe``), the model and
+    backbone files, and the output folder (``check_output_dir``: not a file, not another run's)."""
 
     def refuse(message: str) -> None:
-        raise SystemExit(f"train.py: {message}")
+        raise UserError(message)
 
     _json_object(model_args.model_overrides, "model_overrides")
     _json_object(data_args.dataset_options, "dataset_options")
@@ -152,6 +192,46 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, recipe: Rec
         empty = [n for n in zs_args.unseen_labels if not n.strip()]
         if not zs_args.unseen_labels or empty:
             refuse(f"--unseen_labels must list class names, got {zs_args.unseen_labels!r}")
+    check_model_arg(model_args)
+    if training_args is not None:
+        try:
+            if training_args.do_train:
+                overwrite = bool(output_args and output_args.overwrite_output_dir)
+                check_output_dir(training_args.output_dir, overwrite=overwrite, resume=resume_value(training_args))
+            else:
+                check_writable_folder(training_args.output_dir, "--output_dir")
+        except ValueError as err:
+            refuse(str(err))
+
+
+def check_model_arg(model_args: ModelArguments) -> None:
+    """--model: a preset, a model folder (with a config.json of ours), or a Hub id (checked when loaded);
+    --backbone_weights_file: an existing file."""
+    name = model_args.model
+    if not name or not name.strip():
+        raise UserError("--model is empty; give a preset (hf_mlcls.list_presets()), a model folder or a Hub id")
+    weights = model_args.backbone_weights_file
+    if weights is not None and not os.path.isfile(weights):
+        raise UserError(f"--backbone_weights_file {weights!r} is not a file")
+    if name in hf_mlcls.list_presets():
+        return
+    looks_local = os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") != 1 or os.path.exists(name)
+    if not looks_local:
+        return  # owner/name: a Hub id
+    if not os.path.isdir(name):
+        kind = "a file, not a model folder" if os.path.exists(name) else "neither a preset nor a folder here"
+        raise UserError(f"--model {name!r} is {kind}; presets: {', '.join(hf_mlcls.list_presets())}")
+    config_path = os.path.join(name, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            model_type = json.load(fh).get("model_type")
+    except FileNotFoundError:
+        raise UserError(f"--model {name!r}: the folder has no config.json; give a folder save_pretrained wrote") from None
+    except (OSError, ValueError, AttributeError) as err:
+        raise UserError(f"--model {name!r}: its config.json cannot be read ({' '.join(str(err).split())[:200]})") from None
+    if model_type not in ("query2label", "ml_decoder"):
+        raise UserError(f"--model {name!r} is a {model_type!r} model (config.json model_type); give a Query2Label or "
+                        "ML-Decoder folder or preset")
 
 
 def parse_args(argv: list[str]):
@@ -220,15 +300,46 @@ def prepare_zero_shot(dataset, model_args: ModelArguments, data_args: DataArgume
     return dataset, get_text_encoder(spec), held_out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, recipe, training_args, zs_args, sl_args = parse_all_args(sys.argv[1:] if argv is None else argv)
-    check_args(model_args, data_args, recipe, zs_args, training_args)
-    sl_args.check()
+def parse_and_check(argv: list[str]):
+    """The parsed arguments (as `parse_all_args`), every check done that needs no data and no model:
+    a bad one is a ``UserError`` naming it."""
+    parsed = parse_all_args(argv)
+    model_args, data_args, recipe, training_args, zs_args, sl_args, output_args = parsed
     if not (training_args.do_train or training_args.do_eval):
-        raise SystemExit(
-            "train.py: nothing to do: pass --do_train true and/or --do_eval true (the recipes in examples/configs/ "
+        raise UserError(
+            "nothing to do: pass --do_train true and/or --do_eval true (the recipes in examples/configs/ "
             "set both; with no arguments at all the demo recipe runs)"
         )
+    check_args(model_args, data_args, recipe, zs_args, training_args, output_args)
+    try:
+        sl_args.check()
+    except SystemExit as err:  # hf_mlcls.training_single says "train.py: ..." and stops; here it is one user error
+        if not isinstance(err.code, str):
+            raise
+        raise UserError(err.code.removeprefix("train.py: ")) from None
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Check the arguments, lock the output folder (a training run, on the main process), then train and/or
+    evaluate. Bad arguments raise ``UserError`` before any data is read; `cli` turns them into one line."""
+    parsed = parse_and_check(sys.argv[1:] if argv is None else argv)
+    training_args = parsed[3]
+    if training_args.do_train and training_args.process_index == 0:
+        lock = OutputDirLock(training_args.output_dir)
+        try:
+            lock.acquire()  # two runs into one folder at once: the second stops here
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        try:
+            return run(*parsed[:6])
+        finally:
+            lock.release()
+    return run(*parsed[:6])
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, recipe: RecipeArguments, training_args: TrainingArguments,
+        zs_args: ZeroShotArguments, sl_args: SingleLabelArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity_warning()
     transformers.set_seed(training_args.seed)
@@ -238,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = load_multilabel_dataset(data_args.dataset, data_args.data_dir, **options)
     if is_single_label(dataset):
         if zs_args.zero_shot or zs_args.unseen_labels:
-            raise SystemExit(f"train.py: zero-shot training needs multi-label data; {data_args.dataset!r} is single-label")
+            raise UserError(f"zero-shot training needs multi-label data; {data_args.dataset!r} is single-label")
         return train_single_label(dataset, model_args, data_args, recipe, training_args, sl_args)
     zero_shot = zero_shot_wanted(model_args, data_args, zs_args)
     encoder, held_out = None, False  # held_out: evaluate on unseen (zsl) and all (gzsl) labels
@@ -251,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_splits = [data_args.eval_split]
     for split in (data_args.train_split, *eval_splits):
         if split not in dataset:
-            raise SystemExit(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
+            raise UserError(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
     class_names = dataset[data_args.train_split].features["labels"].feature.names
     id2label = dict(enumerate(class_names))
 
@@ -262,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
         from hf_mlcls.models.text_encoding import encode_label_names
 
         if not getattr(model.config, "zero_shot", False):
-            raise SystemExit(f"zero-shot training needs a zero-shot ML-Decoder; {model_args.model!r} is not one")
+            raise UserError(f"zero-shot training needs a zero-shot ML-Decoder; {model_args.model!r} is not one")
         model.set_label_names(class_names, text_encoder=encoder)  # the seen labels; records the encoder's name
         for split in eval_splits if held_out else []:
             names = dataset[split].features["labels"].feature.names
@@ -307,9 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = {}
     if training_args.do_train:
-        resume = training_args.resume_from_checkpoint
-        if isinstance(resume, str) and resume.lower() in ("true", "last"):
-            resume = True  # the newest completely written checkpoint in output_dir
+        resume = resume_value(training_args)  # True: the newest completely written checkpoint in output_dir
         train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", train_output.metrics)
         trainer.save_metrics("train", train_output.metrics)
@@ -352,7 +461,7 @@ def train_single_label(dataset, model_args: ModelArguments, data_args: DataArgum
 
     for split in (data_args.train_split, data_args.eval_split):
         if split not in dataset:
-            raise SystemExit(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
+            raise UserError(f"split {split!r} not in dataset {data_args.dataset!r} (it has {list(dataset)})")
     class_names = dataset[data_args.train_split].features["label"].names
     model = build_model(model_args, dict(enumerate(class_names)), {"problem_type": "single_label_classification"})
     model.config.problem_type = "single_label_classification"  # a saved multi-label model becomes a single-label one
@@ -379,9 +488,7 @@ def train_single_label(dataset, model_args: ModelArguments, data_args: DataArgum
     )
     result = {}
     if training_args.do_train:
-        resume = training_args.resume_from_checkpoint
-        if isinstance(resume, str) and resume.lower() in ("true", "last"):
-            resume = True
+        resume = resume_value(training_args)
         train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", train_output.metrics)
         trainer.save_metrics("train", train_output.metrics)
@@ -458,5 +565,12 @@ def write_zero_shot_json(output_dir, model, data_args, text_encoder, eval_sets, 
     os.replace(tmp, os.path.join(folder, "zero_shot_metrics.json"))
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: bad input is one line ``train.py: error: ...`` and exit status 2 (through the CLI's
+    error boundary; HF_MLCLS_TRACEBACK=1 shows the traceback); Ctrl-C is one line saying where the last
+    checkpoint is, exit status 130."""
+    return run_user_command("train.py", lambda: main(argv) and 0)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -340,16 +340,16 @@ def _fill_the_disk(monkeypatch, trainer, writer: str, at_step: int = 2) -> None:
             from collections import namedtuple
 
             usage = namedtuple("usage", "total used free")
-            monkeypatch.setattr(hf_mlcls.training.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+            monkeypatch.setattr(hf_mlcls.training.checkpoints.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
     elif writer == "ema":
-        real_file = hf_mlcls.training.save_file
+        real_file = hf_mlcls.training.ema.save_file
 
         def save_ema_file(tensors, filename, *args, **kwargs):
             if now():
                 raise _disk_full(filename)
             return real_file(tensors, filename, *args, **kwargs)
 
-        monkeypatch.setattr(hf_mlcls.training, "save_file", save_ema_file)
+        monkeypatch.setattr(hf_mlcls.training.ema, "save_file", save_ema_file)
 
 
 @pytest.mark.parametrize(

@@ -46,9 +46,18 @@ def run_user_command(prog: str, func, *args, **kwargs) -> int:
     """Call ``func``; a user error becomes one line ``PROG: error: ...`` on stderr and exit status 2.
 
     The one error boundary of `hf-mlcls` and of the example scripts. ``HF_MLCLS_TRACEBACK=1`` re-raises.
+    Ctrl-C is one line too, ``PROG: interrupted`` (with the note training adds: where it stopped and the last
+    checkpoint), and exit status 130.
     """
     try:
         return int(func(*args, **kwargs) or 0)
+    except KeyboardInterrupt as err:
+        if os.environ.get("HF_MLCLS_TRACEBACK"):
+            raise
+        notes = [n.removeprefix("hf_mlcls: ") for n in getattr(err, "__notes__", []) if n.startswith("hf_mlcls: ")]
+        # on a line of its own: a progress bar it interrupted has no line end
+        print(f"\n{prog}: interrupted" + (f": {notes[-1]}" if notes else ""), file=sys.stderr, flush=True)
+        return 130
     except Exception as err:
         if not _is_user_error(err) or os.environ.get("HF_MLCLS_TRACEBACK"):
             raise

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import pickle
+import stat
+import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -57,8 +59,13 @@ def load_model(name_or_path: str, device: str | None = None, **kwargs):
         raise FileNotFoundError(f"model folder {name_or_path!r} does not exist")
     if os.path.isfile(name_or_path):
         raise ModelLoadError(f"model {name_or_path!r} is a file; give the folder save_pretrained wrote (or a Hub id)")
+    _check_model_type(name_or_path)
+    from .models.modeling_common import CheckpointWeightsError
+
     try:
         model = AutoModelForImageClassification.from_pretrained(name_or_path, **kwargs)
+    except CheckpointWeightsError as err:  # a learned tensor missing, or not of the config's shape
+        raise ModelLoadError(f"cannot load {' '.join(str(err).split())}") from err
     except pickle.UnpicklingError as err:  # a pytorch_model.bin that is more than tensors
         raise ModelLoadError(
             f"cannot load model {name_or_path!r}: refusing its pickle weights file, which would import or run code "
@@ -74,20 +81,71 @@ def load_model(name_or_path: str, device: str | None = None, **kwargs):
         detail = " ".join(str(err).split())
         where = "" if os.path.exists(name_or_path) else "no folder of that name here, and as a Hub id: "
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}{detail[:400]}") from err
+    except ValueError as err:  # a config field refused, or a model type no image-classification class takes
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {' '.join(str(err).split())[:400]}") from err
     if not hasattr(model, "build_image_processor"):
-        raise ValueError(f"{name_or_path!r} is a {type(model).__name__}, not a Query2Label or ML-Decoder model")
+        raise ModelLoadError(
+            f"model {name_or_path!r} is a {type(model).__name__}, not a Query2Label or ML-Decoder model"
+        )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
 
 
+def _check_model_type(name_or_path: str) -> None:
+    """A local folder whose config.json names another model type is refused before any weights are read."""
+    config_path = os.path.join(name_or_path, "config.json")
+    if not os.path.isfile(config_path):
+        return  # a Hub id, or a folder without config.json (from_pretrained names what is missing)
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            model_type = json.load(fh).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # not JSON: from_pretrained's own error names the file
+    if model_type not in ("query2label", "ml_decoder"):
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: its config.json describes a {model_type!r} model, not a Query2Label "
+            "or ML-Decoder one (model_type query2label or ml_decoder)"
+        )
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is (None for a regular file): opening a named pipe or a
+    device would block or read forever, so such paths are never opened."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def find_images(inputs: Iterable[str]) -> list[str]:
-    """Files as given, folders expanded (recursively, sorted) to the image files they hold."""
+    """Files as given, folders expanded (recursively, sorted) to the image files they hold.
+
+    Only regular files are taken: a named pipe, socket or device among a folder's files is skipped with a
+    warning naming it, and one given by name is refused (``ValueError``); neither is ever opened."""
+    inputs = list(inputs)
     found: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             for root, _, files in sorted(os.walk(item)):
-                found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS))
-        elif os.path.isfile(item):
+                for name in sorted(files):
+                    if not name.lower().endswith(IMAGE_EXTENSIONS):
+                        continue
+                    path = os.path.join(root, name)
+                    try:
+                        kind = _file_kind(os.stat(path).st_mode)
+                    except OSError:
+                        kind = "unreadable (a broken link?)"
+                    if kind is None:
+                        found.append(path)
+                    else:
+                        logger.warning("skipping %s: it is %s, not an image file", path, kind)
+        elif os.path.exists(item):
+            kind = _file_kind(os.stat(item).st_mode)
+            if kind is not None:
+                raise ValueError(f"{item!r} is {kind}, not an image file; give image files or folders of images")
             found.append(item)
         else:
             raise FileNotFoundError(f"no such image or folder: {item!r}")
@@ -210,12 +268,44 @@ def write_predictions(results: list[dict], output: str | None, fmt: str | None =
                 writer.writerow([result["image"], item["label"], item["score"], ""])
         text = buffer.getvalue()
     if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        tmp = output + ".tmp"
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, output)  # never a half-written file
+        check_output_file(output)
+        folder = os.path.dirname(os.path.abspath(output))
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            os.replace(tmp, output)  # never a half-written file
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)  # and no temporary file left behind
+            raise
     return text
+
+
+def check_output_file(output: str, flag: str = "--output", inputs: Sequence[str] = ()) -> None:
+    """Refuse, before any work, an output file path that cannot be written: an existing folder, a path under a
+    file, a folder that cannot be created, or one of the ``inputs`` (it would be overwritten). Creates the
+    missing folders above it (``ValueError`` naming ``flag`` when it cannot)."""
+    if os.path.isdir(output):
+        raise ValueError(f"{flag} {output!r} is a folder; name a file to write (e.g. {os.path.join(output, 'predictions.json')!r})")
+    if os.path.exists(output) and not os.path.isfile(output):
+        raise ValueError(f"{flag} {output!r} is {_file_kind(os.stat(output).st_mode)}, not a file to write")
+    folder = os.path.dirname(os.path.abspath(output))
+    above = folder
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if os.path.exists(above) and not os.path.isdir(above):
+        raise ValueError(f"{flag} {output!r} lies under {above!r}, which is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag} {output!r}: cannot create its folder {folder!r}: {err.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {output!r}: no permission to write in {folder!r}")
+    if os.path.isfile(output):
+        for item in inputs:
+            if os.path.exists(item) and os.path.samefile(item, output):
+                raise ValueError(f"{flag} {output!r} is one of the input images; it would be overwritten")
 
 
 @torch.no_grad()

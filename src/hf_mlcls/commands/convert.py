@@ -48,6 +48,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..paths import check_writable_folder
+
+    check_writable_folder(args.output_dir, "OUTPUT_DIR")  # before the checkpoint is read
     from ..convert import convert_checkpoint
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

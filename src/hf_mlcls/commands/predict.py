@@ -17,13 +17,18 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..inference import find_images, load_model, predict_files, write_predictions
+    from ..inference import check_output_file, find_images, load_model, predict_files, write_predictions
 
+    # every argument and path is checked before the model is loaded
     if args.top_k is not None and args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
-    if not 0 <= args.threshold <= 1:
+    if not 0 <= args.threshold <= 1:  # NaN fails this too
         raise ValueError("--threshold must be between 0 and 1")
+    if args.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {args.batch_size}")
     paths = find_images(args.inputs)
+    if args.output is not None:
+        check_output_file(args.output, "--output", paths)
     model = load_model(args.model, device=args.device)
     results = predict_files(model, paths, threshold=args.threshold, top_k=args.top_k, batch_size=args.batch_size)
     text = write_predictions(results, args.output, args.format)

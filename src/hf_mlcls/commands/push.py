@@ -35,6 +35,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..paths import check_writable_folder
+
+    if args.dry_run is not None:
+        check_writable_folder(args.dry_run, "--dry-run")  # before the model folder is read
     from ..hub import push_to_hub
 
     result = push_to_hub(

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..paths import check_writable_folder
+
+    if args.dry_run is not None:
+        check_writable_folder(args.dry_run, "--dry-run")
     from ..hub import deploy_space
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None

@@ -74,6 +74,41 @@ def _model_class(family: str):
     return Query2LabelForImageClassification if family == "query2label" else MLDecoderForImageClassification
 
 
+def _check_loads_back(source, src: Path | None, out_dir: Path, family: str) -> None:
+    """Refuse to stage a model that does not come back: load the staged folder, run one fixed input through it
+    and through the model it came from (the given model object, or the source folder loaded), and require the
+    same logits. A truncated or damaged weights file, a learned tensor missing, or a config.json that does not
+    match the weights is a ``UserError`` naming the folder."""
+    import torch
+    from safetensors import SafetensorError
+
+    name = src.name if src is not None else "the model"
+    cls = _model_class(family)
+    try:
+        reloaded = cls.from_pretrained(out_dir).eval()
+        original = source if src is None else cls.from_pretrained(src).eval()
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        detail = " ".join(str(err).replace(str(out_dir), name).split())[:400]
+        raise UserError(f"model folder {name} does not load back, so it is not uploaded: {detail}") from None
+    size = int(reloaded.config.image_size)
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    was_training = original.training
+    original.eval()
+    try:
+        with torch.no_grad():
+            param = next(original.parameters())
+            expected = original(pixels.to(param.device, param.dtype)).logits.float().cpu()
+            got = reloaded(pixels).logits.float()
+    finally:
+        original.train(was_training)
+    if not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):
+        diff = (expected - got).abs().max().item()
+        raise UserError(
+            f"model folder {name}: the saved copy gives other outputs than the model (max abs difference {diff:.3g} "
+            "on a fixed input); save it again with save_pretrained"
+        )
+
+
 def _write_remote_code(config_path: Path, folder: Path, family: str) -> None:
     """Copy the installed package's model code into `folder` and point `auto_map` at it."""
     from .. import models
@@ -205,6 +240,8 @@ def _write_upload_folder(source, src, out_dir, eval_results, artifacts, use_eval
         raise UserError(f"config.json describes model_type {family!r}, not query2label or ml_decoder")
     if not _remote_code_complete(out_dir, config_dict.get("auto_map")):
         _write_remote_code(config_path, out_dir, family)
+
+    _check_loads_back(source, src, out_dir, family)
 
     from transformers import AutoConfig
 

@@ -9,6 +9,7 @@ from typing import Any
 
 _EXPORTS = {
     "AsymmetricLoss": "losses",
+    "CheckpointWeightsError": "modeling_common",
     "MLDecoderConfig": "configuration_ml_decoder",
     "MLDecoderForImageClassification": "modeling_ml_decoder",
     "MLDecoderModel": "modeling_ml_decoder",

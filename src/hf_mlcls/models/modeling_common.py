@@ -203,6 +203,54 @@ class ClassifierForwardMixin:
         return self.loss_fct(logits, labels, num_items_in_batch)
 
 
+class CheckpointWeightsError(ValueError):
+    """A checkpoint whose weights do not fit the model its config describes: a learned tensor missing, or of
+    another shape. The message names the folder and the tensors."""
+
+
+class _DropLoadReport:
+    """A logging filter that drops transformers' LOAD REPORT table (what it says, our error says in one line)."""
+
+    def filter(self, record) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(int(d)) for d in shape) + ")"
+
+
+def _check_loading_info(source, info: dict, ignore_mismatched: bool) -> None:
+    where = f"model {str(source)!r}" if source is not None else "the checkpoint"
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CheckpointWeightsError(
+            f"{where}: its weights lack {len(missing)} learned tensor(s) the config asks for: {shown}; the file is "
+            "incomplete or from another model (save the model again with save_pretrained)"
+        )
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if mismatched and not ignore_mismatched:
+        parts = []
+        for item in mismatched[:3]:
+            key, ckpt, model = (item + (None, None))[:3] if isinstance(item, tuple) else (item, None, None)
+            parts.append(f"{key} is {_shape(ckpt)} in the weights but {_shape(model)} for config.json"
+                         if ckpt is not None and model is not None else str(key))
+        more = f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
+        raise CheckpointWeightsError(
+            f"{where}: its weights do not match its config.json: {'; '.join(parts)}{more} (a config.json edited or "
+            "from another model, e.g. another label count); to start new tensors for a new label count, pass "
+            "ignore_mismatched_sizes=True"
+        )
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    if unexpected:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: %d tensor(s) in the weights that the model does not use were left out: %s", where, len(unexpected),
+            ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""),
+        )
+
+
 class MultiLabelPreTrainedModel(PreTrainedModel):
     """Base class: initialisation that leaves the backbone alone, offline-safe loading, complete saving."""
 
@@ -219,9 +267,32 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        # The checkpoint holds the backbone weights: never fetch pretrained ones while loading.
-        with loading_checkpoint():
-            return super().from_pretrained(*args, **kwargs)
+        """`PreTrainedModel.from_pretrained`, strict: every learned weight must be in the checkpoint with the
+        shape the config gives it. A missing tensor (which transformers would fill with random values and only
+        warn about) or a mismatched one raises :class:`CheckpointWeightsError` naming the folder and the
+        tensor. ``ignore_mismatched_sizes=True`` still starts new tensors where the shapes differ (a new label
+        count for fine-tuning), as transformers does; missing tensors stay an error."""
+        ignore_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
+        want_info = bool(kwargs.pop("output_loading_info", False))
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        from transformers import modeling_utils
+
+        report_logger = modeling_utils.logger
+        # transformers' multi-line load report would precede our one-line error (each call its own filter, so
+        # that loads in several threads never leave the logger changed)
+        quiet = _DropLoadReport()
+        if not ignore_mismatched:
+            report_logger.addFilter(quiet)
+        try:
+            # The checkpoint holds the backbone weights: never fetch pretrained ones while loading.
+            with loading_checkpoint():
+                model, info = super().from_pretrained(
+                    *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+                )
+        finally:
+            report_logger.removeFilter(quiet)
+        _check_loading_info(source, info, ignore_mismatched)
+        return (model, info) if want_info else model
 
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(module, "_hf_mlcls_backbone", False):

@@ -1,184 +1,24 @@
-"""Trainer glue for the official recipes: EMA, parameter groups, OneCycle, backbone freezing.
-
-Everything else (devices, processes, mixed precision, accumulation, checkpoints, logging,
-pushing) is the `transformers.Trainer`'s own.
-"""
+"""`MultiLabelTrainer`: the `transformers.Trainer` with the weights' EMA evaluated, saved and restored beside the
+raw weights, the official optimizers, zero-shot label sets, and checkpoints that are whole or marked incomplete."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
-logger = logging.getLogger(__name__)
+from .checkpoints import INCOMPLETE_MARKER, last_complete_checkpoint, stopped_note
+from .ema import EMACallback, _swap_weights, load_ema, save_ema
+from .recipe import LabelSet, RecipeArguments, check_recipe, decay_parameter_names
 
-EMA_WEIGHTS_NAME = "ema.safetensors"
-# Present in a checkpoint folder while it is being written; a crash leaves it behind.
-INCOMPLETE_MARKER = ".incomplete"
-
-
-@dataclass
-class RecipeArguments:
-    """The official recipes' pieces that the Trainer does not have itself."""
-
-    schedule: str = field(
-        default="onecycle",
-        metadata={"help": "'onecycle' (OneCycleLR, both official recipes), 'cosine', or 'trainer' (use --lr_scheduler_type)"},
-    )
-    pct_start: float = field(default=0.2, metadata={"help": "OneCycle: fraction of steps spent warming up"})
-    optimizer: str = field(
-        default="adamw",
-        metadata={"help": "'adamw' (Query2Label) or 'adam' (ML-Decoder: Adam with L2 weight decay in the gradient)"},
-    )
-    ema_decay: float = field(default=0.9997, metadata={"help": "decay of the weights' EMA; 0 disables the EMA"})
-    eval_ema_only: bool = field(
-        default=False,
-        metadata={
-            "help": "evaluate only the EMA weights (eval_ema_* metrics), not the raw ones: halves evaluation time, "
-            "but the raw weights' metrics are not reported and cannot choose the best checkpoint. Off by default, "
-            "as both official recipes evaluate both (Query2Label main_mlc.py, ML-Decoder train.py)"
-        },
-    )
-    backbone_trainable_layers: list[str] | None = field(
-        default=None,
-        metadata={"help": "train only backbone parameters whose name contains one of these (Query2Label's ResNet: layer2 layer3 layer4)"},
-    )
-    freeze_backbone: bool = field(default=False, metadata={"help": "train the head only"})
-    weight_decay_all: bool = field(
-        default=False,
-        metadata={
-            "help": "decay every trained parameter, biases, norms and embeddings included (Query2Label's main_mlc.py: "
-            "one AdamW group); default: biases, 1-D norm parameters and embeddings get none (ML-Decoder's add_weight_decay)"
-        },
-    )
-    final_weights: str = field(
-        default="ema",
-        metadata={
-            "help": "the weights kept after training: 'ema' (the EMA), or 'better' (the raw or the EMA weights, whichever "
-            "scored higher on metric_for_best_model at the kept evaluation, as both official scripts compare them)"
-        },
-    )
-    early_stopping_patience: int | None = field(default=None, metadata={"help": "evaluations without improvement before stopping"})
-
-    SCHEDULES = ("onecycle", "cosine", "trainer")
-    OPTIMIZERS = ("adamw", "adam")
-
-    def __post_init__(self) -> None:
-        """Refuse a bad value at construction (for ``examples/train.py``, while the arguments are
-        parsed), naming the argument as the command line spells it."""
-        if self.schedule not in self.SCHEDULES:
-            raise ValueError(f"--schedule must be {_one_of(self.SCHEDULES)}, got {self.schedule!r}")
-        if not 0 < self.pct_start < 1:
-            raise ValueError(f"--pct_start must be in (0, 1), got {self.pct_start}")
-        if self.optimizer not in self.OPTIMIZERS:
-            raise ValueError(f"--optimizer must be {_one_of(self.OPTIMIZERS)}, got {self.optimizer!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema_decay must be in [0, 1) (0 disables the EMA), got {self.ema_decay}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError(f"--early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
-        if self.final_weights not in ("ema", "better"):
-            raise ValueError(f"--final_weights must be 'ema' or 'better', got {self.final_weights!r}")
-        if self.freeze_backbone and self.backbone_trainable_layers:
-            raise ValueError(
-                "--freeze_backbone freezes every backbone layer; it cannot be combined with --backbone_trainable_layers"
-            )
-
-
-def _one_of(choices: tuple[str, ...]) -> str:
-    quoted = [repr(c) for c in choices]
-    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
-
-
-def check_recipe(recipe: RecipeArguments, args) -> None:
-    """The checks that need both the recipe and the ``TrainingArguments`` (each alone is checked when
-    it is built): a ``ValueError`` naming the arguments. ``MultiLabelTrainer`` runs it when built,
-    ``examples/train.py`` before any data is read or model built."""
-    metric = args.metric_for_best_model or ""
-    if metric.startswith(("ema_", "eval_ema_")) and recipe.ema_decay == 0:
-        raise ValueError(f"--metric_for_best_model {metric} is the EMA's, and --ema_decay 0 turns the EMA off")
-    if recipe.early_stopping_patience is not None:
-        # what transformers' EarlyStoppingCallback asserts when training starts, said before any work
-        if not metric or getattr(args.eval_strategy, "value", args.eval_strategy) == "no":
-            raise ValueError(
-                "--early_stopping_patience needs an evaluation (--eval_strategy epoch or steps) and a "
-                "--metric_for_best_model (e.g. ema_mAP) to know what improves"
-            )
-
-
-@dataclass
-class LabelSet:
-    """A zero-shot label set: names and their embeddings, row i for ``names[i]``.
-
-    ``embeddings`` is (len(names), label_embedding_dim), e.g. from
-    ``hf_mlcls.models.text_encoding.encode_label_names(names, text_encoder)``.
-    """
-
-    names: list[str]
-    embeddings: torch.Tensor
-
-    def __post_init__(self) -> None:
-        self.names = list(self.names)
-        self.embeddings = torch.as_tensor(self.embeddings, dtype=torch.float32)
-        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.names):
-            raise ValueError(
-                f"LabelSet: embeddings of shape {tuple(self.embeddings.shape)} do not fit {len(self.names)} names"
-            )
-
-
-def decay_parameter_names(model: nn.Module) -> list[str]:
-    """Parameters that get weight decay: not biases, not norms' scales and shifts (1-D), not embeddings."""
-    embeddings = {
-        f"{module_name}.{name}" if module_name else name
-        for module_name, module in model.named_modules()
-        if isinstance(module, nn.Embedding)
-        for name, _ in module.named_parameters(recurse=False)
-    }
-    # GroupWiseLinear's per-label bias is called "b" and shaped (1, C)
-    return [n for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith((".bias", ".b")) and n not in embeddings]
-
-
-def freeze_backbone_layers(model: nn.Module, trainable: list[str] | None = None, freeze_all: bool = False) -> int:
-    """Freeze backbone parameters (all, or those matching none of `trainable`); returns how many were frozen."""
-    frozen = 0
-    backbone = model.get_submodule("model.backbone") if hasattr(model, "model") else model.backbone
-    for name, param in backbone.named_parameters():
-        if freeze_all or (trainable is not None and not any(t in name for t in trainable)):
-            param.requires_grad_(False)
-            frozen += 1
-    return frozen
-
-
-class EMACallback(TrainerCallback):
-    """Updates the weights' EMA after every optimizer step (timm's `ModelEmaV3`).
-
-    With the constant decay from the first step, as both official ``ModelEma`` classes
-    (``ema = decay * ema + (1 - decay) * weights``, parameters and buffers): given a step number,
-    timm would instead copy the weights outright at step 1 (its ``get_decay`` returns 0 there).
-    """
-
-    def __init__(self, ema) -> None:
-        self.ema = ema
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.ema.update(model)
-
-
-def _swap_weights(a: nn.Module, b: nn.Module) -> None:
-    """Exchange the storage of two identical modules' parameters and buffers (no copy)."""
-    with torch.no_grad():
-        for ta, tb in zip(list(a.parameters()) + list(a.buffers()), list(b.parameters()) + list(b.buffers())):
-            ta.data, tb.data = tb.data, ta.data
+logger = logging.getLogger("hf_mlcls.training")
 
 
 class MultiLabelTrainer(Trainer):
@@ -400,7 +240,8 @@ class MultiLabelTrainer(Trainer):
             # stopped and what can be resumed; the traceback says why.
             note = stopped_note(err, self.args.output_dir, self.state.global_step)
             err.add_note(note)
-            logger.error(note)
+            if not isinstance(err, KeyboardInterrupt):  # Ctrl-C is the user's own doing: the note is enough
+                logger.error(note)
             raise
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -503,95 +344,6 @@ class WarnSkippedClasses:
                 skipped, labels.shape[1], names,
             )
         return metrics
-
-
-def stopped_note(err: BaseException, output_dir: str | None, step: int) -> str:
-    """One sentence for an exception that ended training: where it stopped, what was not
-    completely written, and the checkpoint to resume from."""
-    parts = [f"hf_mlcls: training stopped at step {step}"]
-    has_dir = bool(output_dir) and os.path.isdir(output_dir)
-    incomplete = sorted(
-        name for name in (os.listdir(output_dir) if has_dir else [])
-        if name.startswith("checkpoint-") and os.path.exists(os.path.join(output_dir, name, INCOMPLETE_MARKER))
-    )
-    last = last_complete_checkpoint(output_dir) if has_dir else None
-    full = _disk_full_error(err)
-    if full is not None:
-        where = f" while writing {full.filename}" if getattr(full, "filename", None) else ""
-        parts.append(f"the disk is full{where}: free some space (or set save_total_limit) before resuming")
-    elif incomplete and last:
-        # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): look at the disk itself
-        free, needed = shutil.disk_usage(output_dir).free, _folder_size(last)
-        if free < needed:
-            parts.append(
-                f"the disk is full: {free / 2**20:.1f} MB free where {output_dir} is, less than one checkpoint "
-                f"({needed / 2**20:.1f} MB); free some space (or set save_total_limit) before resuming"
-            )
-    if "DataLoader worker" in str(err):
-        parts.append(
-            "a data-loading worker failed (its error is above; a worker killed by a signal is often out of memory: "
-            "lower dataloader_num_workers or the batch size)"
-        )
-    if incomplete:
-        parts.append(f"{', '.join(incomplete)} was not completely written and is never resumed from")
-    if last:
-        parts.append(
-            f"the last complete checkpoint is {last}: resume with resume_from_checkpoint=True "
-            "(examples/train.py: --resume_from_checkpoint true)"
-        )
-    else:
-        parts.append(f"there is no complete checkpoint in {output_dir!r} to resume from")
-    return "; ".join(parts) + "."
-
-
-def _disk_full_error(err: BaseException) -> BaseException | None:
-    """The exception in ``err``'s chain that says the disk is full: an ``OSError`` with ``ENOSPC``, or
-    one whose text carries the system's words for it (safetensors reports a full disk as a
-    ``SafetensorError`` with the OS message inside)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return err
-        if os.strerror(errno.ENOSPC) in str(err) or f"os error {errno.ENOSPC})" in str(err):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _folder_size(folder: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` folder in `output_dir` that was completely written."""
-    if not os.path.isdir(output_dir):
-        return None
-    steps = []
-    for name in os.listdir(output_dir):
-        path = os.path.join(output_dir, name)
-        if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.isdir(path):
-            if not os.path.exists(os.path.join(path, INCOMPLETE_MARKER)):
-                steps.append((int(name[11:]), path))
-    return max(steps)[1] if steps else None
-
-
-def save_ema(module: nn.Module, folder: str) -> None:
-    os.makedirs(folder, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = os.path.join(folder, EMA_WEIGHTS_NAME + ".tmp")
-    save_file(state, tmp)
-    os.replace(tmp, os.path.join(folder, EMA_WEIGHTS_NAME))
-
-
-def load_ema(module: nn.Module, folder: str) -> bool:
-    path = os.path.join(folder, EMA_WEIGHTS_NAME)
-    if not os.path.isfile(path):
-        logger.warning("no EMA weights in %s; the EMA restarts from the current weights", folder)
-        return False
-    device = next(module.parameters()).device
-    module.load_state_dict({k: v.to(device) for k, v in load_file(path).items()})
-    return True
 
 
 SUMMARY_KEYS = (("mAP", "mAP"), ("CF1", "CF1"), ("OF1", "OF1"), ("F1_top3", "F1@3"), ("F1_top5", "F1@5"))
