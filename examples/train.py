@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 
 import transformers
 import yaml
@@ -40,69 +39,13 @@ from hf_mlcls.training import (
     check_writable_folder,
     freeze_backbone_layers,
 )
+from hf_mlcls.training.arguments import DataArguments, ModelArguments, OutputArguments, ZeroShotArguments
+from hf_mlcls.training.reports import write_eval_json, write_single_label_json, write_zero_shot_json
 from hf_mlcls.training_single import SingleLabelArguments
 
 logger = logging.getLogger("hf_mlcls.train")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "demo.yaml")
-
-
-@dataclass
-class ModelArguments:
-    model: str = field(
-        default="q2l-r101-448",
-        metadata={"help": "a preset (hf_mlcls.list_presets()), a saved model folder or a Hub id"},
-    )
-    model_overrides: str | None = field(
-        default=None, metadata={"help": "JSON object of config fields to change, e.g. '{\"backbone\": \"resnet50\"}'"}
-    )
-    pretrained_backbone: bool = field(default=False, metadata={"help": "start from the backbone's pretrained weights"})
-    backbone_weights_file: str | None = field(default=None, metadata={"help": "local backbone weights (offline start)"})
-
-
-@dataclass
-class DataArguments:
-    dataset: str = field(default="demo", metadata={"help": "a name from hf_mlcls.data.list_datasets()"})
-    data_dir: str | None = field(default=None, metadata={"help": "the dataset's root folder"})
-    dataset_options: str | None = field(default=None, metadata={"help": "JSON object of loader options"})
-    train_split: str = field(default="train")
-    eval_split: str = field(default="validation")
-    cutout: bool = field(default=True, metadata={"help": "Cutout (half the image side), as both official recipes"})
-    randaugment: bool = field(default=True, metadata={"help": "RandAugment, as both official recipes"})
-    max_train_samples: int | None = field(default=None)
-    max_eval_samples: int | None = field(default=None)
-
-
-@dataclass
-class ZeroShotArguments:
-    """Zero-shot ML-Decoder: train on the seen labels' embeddings, evaluate on unseen (ZSL) and all (GZSL) labels."""
-
-    zero_shot: bool = field(
-        default=False,
-        metadata={"help": "zero-shot training; on by default for a zero-shot model or the nus-wide-zsl dataset"},
-    )
-    unseen_labels: list[str] | None = field(
-        default=None,
-        metadata={"help": "class names to hold out of training (any dataset); nus-wide-zsl has its own split"},
-    )
-    text_encoder: str | None = field(
-        default=None,
-        metadata={
-            "help": "what embeds the label names: a word-vector file (GloVe text or wordvec_array.pth), a "
-            "transformers folder or Hub id; default: <data_dir>/wordvec_array.pth for nus-wide-zsl, else the "
-            "model's config.text_encoder, else all-MiniLM-L6-v2"
-        },
-    )
-    gzsl: bool = field(default=True, metadata={"help": "also evaluate on all labels (GZSL), beside the unseen ones (ZSL)"})
-
-
-@dataclass
-class OutputArguments:
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "train into an --output_dir that already holds a model or a run, replacing its files "
-                  "(without it such a folder is refused, unless --resume_from_checkpoint continues that run)"},
-    )
 
 
 def parse_all_args(argv: list[str]):
@@ -509,60 +452,6 @@ def train_single_label(dataset, model_args: ModelArguments, data_args: DataArgum
         repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
         push_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token, private=bool(training_args.hub_private_repo))
     return result
-
-
-def write_single_label_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:
-    """`eval/single_label_metrics.json`: top-1/top-5 of the saved model (not the model card's mAP-based metrics.json)."""
-    skip = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
-    report = {
-        "model": model, "dataset": data_args.dataset, "split": data_args.eval_split, "num_samples": num_samples,
-        "metrics": {k[5:]: float(v) for k, v in metrics.items()
-                    if k.startswith("eval_") and not k.startswith("eval_ema_") and k[5:] not in skip},
-    }
-    folder = os.path.join(output_dir, "eval")
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, "single_label_metrics.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    os.replace(tmp, os.path.join(folder, "single_label_metrics.json"))
-
-
-def write_eval_json(output_dir: str, model: str, data_args: DataArguments, num_samples: int, metrics: dict) -> None:
-    """The evaluation JSON the model card renders from (see docs/hub.md); per-class AP comes from evaluate.py."""
-    prefix = "eval_"
-    scalars = {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.startswith("eval_ema_")}
-    report = {
-        "model": model,
-        "dataset": data_args.dataset,
-        "split": data_args.eval_split,
-        "num_samples": num_samples,
-        "metrics": {k: v for k, v in scalars.items() if k not in ("loss", "runtime", "samples_per_second", "steps_per_second")},
-        "per_class_AP": {},
-    }
-    folder = os.path.join(output_dir, "eval")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "metrics.json.tmp"), "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    os.replace(os.path.join(folder, "metrics.json.tmp"), os.path.join(folder, "metrics.json"))
-
-
-def write_zero_shot_json(output_dir, model, data_args, text_encoder, eval_sets, label_sets, metrics) -> None:
-    """`eval/zero_shot_metrics.json`: ZSL / GZSL metrics of the saved model (not the model card's metrics.json format)."""
-    report = {"model": model, "dataset": data_args.dataset, "text_encoder": text_encoder, "settings": {}}
-    for split, ds in eval_sets.items():
-        prefix = f"eval_{split}_"
-        report["settings"][split] = {
-            "num_samples": len(ds),
-            "labels": label_sets[split].names,
-            "metrics": {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.startswith(prefix + "ema_")
-                        and k[len(prefix):] not in ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")},
-        }
-    folder = os.path.join(output_dir, "eval")
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, "zero_shot_metrics.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    os.replace(tmp, os.path.join(folder, "zero_shot_metrics.json"))
 
 
 def cli(argv: list[str] | None = None) -> int:

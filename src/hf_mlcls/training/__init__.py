@@ -8,6 +8,7 @@ pushing) is the `transformers.Trainer`'s own. One module per concern:
 - `checkpoints`: whole-or-marked checkpoints, the note that says where a run stopped, and the output
   folder's checks and lock (`check_output_dir`, `OutputDirLock`).
 - `trainer`: `MultiLabelTrainer`, `WarnSkippedClasses`, `summary_line`.
+- `arguments`: examples/train.py's model, data, zero-shot and output arguments; `reports`: the JSON reports it writes.
 """
 
 from .checkpoints import (
