@@ -283,6 +283,12 @@ class Fragment:
                     fragment.lines.append(tee.pending)
                     tee.pending = ""
 
+    def add_verdicts(self, verdicts: Sequence[str]) -> None:
+        """A blank line, then one bullet per verdict line (target met or not, with its figure)."""
+        self.add()
+        for line in verdicts:
+            self.add(f"- {line}")
+
     def write(self, folder: Optional[str] = None) -> str:
         folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
         os.makedirs(folder, exist_ok=True)

@@ -321,9 +321,7 @@ def main() -> None:
         report.add()
         report.add("'max diff' and 'values differing': outputs compared with the plain pipeline's under the same "
                    "seeds, in 0-255 levels, on the first 40 images x 2 seeds.")
-        report.add()
-        for line in verdicts:
-            report.add(f"- {line}")
+        report.add_verdicts(verdicts)
         report.add()
         size = 448 if 448 in args.sizes else args.sizes[-1]
         distribution(size, paths[: min(len(paths), 100)], range(args.dist_seeds), report)

@@ -185,8 +185,8 @@ def run(args, device, presets) -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         torch._dynamo.reset()
-    print(f"\nFLOPs per step counted by FlopCounterMode (model forward + backward, bf16 autocast); "
-          f"'speed-up' is against the baseline step of the same preset.")
+    print("\nFLOPs per step counted by FlopCounterMode (model forward + backward, bf16 autocast); "
+          "'speed-up' is against the baseline step of the same preset.")
 
 
 if __name__ == "__main__":

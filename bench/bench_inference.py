@@ -150,9 +150,7 @@ def main() -> None:
         verdicts.append(f"{preset}: best candidate `{best[0]}` at {best[1]:.2f}x (rounds {best[2]:.2f}-{best[3]:.2f}); "
                         f"target >= {TARGET}x {'met' if best[1] >= TARGET else 'NOT met'}")
 
-    report.add()
-    for line in verdicts:
-        report.add(f"- {line}")
+    report.add_verdicts(verdicts)
     report.write()
 
 

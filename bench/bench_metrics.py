@@ -135,9 +135,7 @@ def main():
     bench_case(40137, 80, 0.036, None, args.rounds, args.lean, table, verdicts, clock)
     if not args.quick:
         bench_case(20000, 9605, 0.001, args.voc_ref_classes, args.rounds, args.lean, table, verdicts, clock)
-    report.add()
-    for line in verdicts:
-        report.add(f"- {line}")
+    report.add_verdicts(verdicts)
     report.write()
 
 
