@@ -1,5 +1,7 @@
 """Bad input to the things that run: `hf-mlcls predict / push / convert`, examples/train.py, model folders.
 
+Over 500 lines for one concern: what each runnable entry point refuses before it starts work.
+
 Each entry point checks its arguments and paths before loading data or building a model, answers bad
 input with one line (exit status 2), never hangs on a named pipe, never leaves a temporary file, never
 replaces another run's weights, and loads a model folder only when every learned weight is there with the
