@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -333,6 +334,20 @@ def test_older_folder_without_remote_code_gets_it(saved, tmp_path):
     result = prepare_upload_folder(old, tmp_path / "out")
     assert "modeling_ml_decoder.py" in result["files"] and "preprocessor_config.json" in result["files"]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["auto_map"]["AutoModelForImageClassification"]
+
+
+def test_older_folder_without_the_pipeline_gets_it(saved, tmp_path):
+    """A folder saved before the pipeline shipped: complete model code, no custom_pipelines, no pipeline file."""
+    old = tmp_path / "old"
+    shutil.copytree(saved["mld"], old)
+    (old / "pipeline_multilabel.py").unlink()
+    config = json.loads((old / "config.json").read_text())
+    config.pop("custom_pipelines")
+    (old / "config.json").write_text(json.dumps(config))
+    result = prepare_upload_folder(old, tmp_path / "out")
+    assert "pipeline_multilabel.py" in result["files"]
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["custom_pipelines"]["image-classification"]["impl"] == "pipeline_multilabel.MultiLabelImageClassificationPipeline"
 
 
 def test_deploy_space_dry_run(tmp_path, capsys):

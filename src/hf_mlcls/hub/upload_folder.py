@@ -6,6 +6,7 @@ refused before anything is written.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import os
@@ -116,17 +117,23 @@ def _write_remote_code(config_path: Path, folder: Path, family: str) -> None:
     for path in sorted(Path(models.__file__).parent.glob("*.py")):
         if path.name != "__init__.py":
             shutil.copyfile(path, folder / path.name)
+    from ..models.configuration_common import CUSTOM_PIPELINES
+
     model_class = _model_class(family)
     data = json.loads(config_path.read_text(encoding="utf-8"))
     data["auto_map"] = dict(model_class._remote_code_map)
+    data["custom_pipelines"] = copy.deepcopy(CUSTOM_PIPELINES)  # a folder saved before the pipeline shipped lacks it
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _remote_code_complete(folder: Path, auto_map: dict | None) -> bool:
-    if not auto_map:
+def _remote_code_complete(folder: Path, config: dict) -> bool:
+    """Whether config.json's `auto_map` and `custom_pipelines` name modules that all lie in `folder`."""
+    auto_map, pipelines = config.get("auto_map"), config.get("custom_pipelines")
+    if not auto_map or not isinstance(auto_map, dict) or not pipelines or not isinstance(pipelines, dict):
         return False
+    refs = list(auto_map.values()) + [task.get("impl") for task in pipelines.values() if isinstance(task, dict)]
     seen: set[str] = set()
-    todo = [ref.split(".")[0] for ref in auto_map.values() if isinstance(ref, str)]
+    todo = [ref.split(".")[0] for ref in refs if isinstance(ref, str)]
     while todo:
         module = todo.pop()
         if module in seen:
@@ -238,7 +245,7 @@ def _write_upload_folder(source, src, out_dir, eval_results, artifacts, use_eval
     family = config_dict.get("model_type")
     if family not in _FAMILIES:
         raise UserError(f"config.json describes model_type {family!r}, not query2label or ml_decoder")
-    if not _remote_code_complete(out_dir, config_dict.get("auto_map")):
+    if not _remote_code_complete(out_dir, config_dict):
         _write_remote_code(config_path, out_dir, family)
 
     _check_loads_back(source, src, out_dir, family)
