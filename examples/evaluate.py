@@ -11,7 +11,6 @@ curves of the weakest classes).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -108,6 +107,9 @@ def main(argv=None) -> dict:
         from hf_mlcls.training import check_writable_folder
 
         check_writable_folder(args.output_dir, "--output_dir")  # before the model and the data are loaded
+    from hf_mlcls.data.registry import dataset_spec
+
+    dataset_spec(args.dataset)  # an unknown --dataset is one line before the model is loaded
     model = load_model(args.model, device=args.device)  # first: a wrong --model fails before the data is read
     dataset = load_multilabel_dataset(args.dataset, args.data_dir, **options)
     if args.split not in dataset:

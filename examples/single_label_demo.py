@@ -116,14 +116,18 @@ def load_data(args):
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    from hf_mlcls.paths import check_writable_folder
+
+    check_writable_folder(args.output_dir, "--output_dir")  # before the data is built and the models trained
+    if args.num_train < args.batch_size:
+        raise ValueError(f"--num_train {args.num_train} is smaller than --batch_size {args.batch_size}; "
+                         "give more training images or a smaller batch")
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     names, (train_x, train_y), (val_x, val_y) = load_data(args)
     models = build_models(len(names), args.seed)
     steps_per_epoch = len(train_x) // args.batch_size
-    if steps_per_epoch < 1:
-        raise SystemExit(f"single_label_demo.py: --num_train {args.num_train} is smaller than --batch_size {args.batch_size}")
     opts, scheds = {}, {}
     for name, model in models.items():
         model.train()

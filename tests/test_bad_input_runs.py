@@ -568,7 +568,8 @@ def test_output_folders_of_push_deploy_space_and_convert_that_cannot_be_written(
     (["--output_dir", "{t}/afile/eval"], r"--output_dir '.*eval' lies under '.*afile', which is a file"),
     (["--batch_size", "0"], r"--batch_size must be >= 1, got 0"),
     (["--threshold", "nan"], r"--threshold must be between 0 and 1, got nan"),
-], ids=["output-a-file", "output-under-a-file", "batch-size", "threshold"])
+    (["--dataset", "nosuch"], r"unknown dataset 'nosuch'; available: coco2014, "),
+], ids=["output-a-file", "output-under-a-file", "batch-size", "threshold", "unknown-dataset"])
 def test_evaluate_script_checks_its_arguments_before_loading_the_model(args, message, tmp_path, capsys, monkeypatch):
     import importlib.util
 
@@ -587,6 +588,28 @@ def test_evaluate_script_checks_its_arguments_before_loading_the_model(args, mes
     argv = ["--model", "any/model", *[a.format(t=tmp_path) for a in args]]
     assert run_user_command("evaluate.py", lambda: evaluate_script.main(argv) and 0) == 2
     assert re.search(message, one_line(capsys.readouterr().err, "evaluate.py"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output_dir", "{t}/afile"], r"--output_dir '.*afile' is a file, not a folder"),
+    (["--output_dir", "{t}/afile/out"], r"--output_dir '.*out' lies under '.*afile', which is a file"),
+    (["--output_dir", "{t}/out", "--num_train", "3", "--batch_size", "8"], r"--num_train 3 is smaller than --batch_size 8"),
+], ids=["output-a-file", "output-under-a-file", "fewer-images-than-a-batch"])
+def test_single_label_demo_checks_its_arguments_before_building_data(args, message, tmp_path, capsys, monkeypatch):
+    from hf_mlcls.cli import run_user_command
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import single_label_demo
+
+    def refuse(*a, **k):
+        raise AssertionError("the data was built before the bad argument was refused")
+
+    monkeypatch.setattr(single_label_demo, "load_data", refuse)
+    (tmp_path / "afile").write_text("mine")
+    argv = [a.format(t=tmp_path) for a in args]
+    assert run_user_command("single_label_demo.py", lambda: single_label_demo.main(argv) and 0) == 2
+    assert re.search(message, one_line(capsys.readouterr().err, "single_label_demo.py"))
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_ctrl_c_in_any_command_is_one_line_exit_130(model_dir, capsys, monkeypatch):
