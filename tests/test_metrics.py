@@ -252,6 +252,38 @@ def test_agrees_across_blocks_and_buckets(monkeypatch):
         np.testing.assert_allclose(average_precision(scores, targets, "voc"), expected[1], atol=1e-6, rtol=0)
 
 
+def test_the_reused_workspace_carries_nothing_from_one_call_to_the_next():
+    # same shapes, so the second call works in the first call's memory: unknowns, ties and
+    # positives of the first must not leak into the second (and a call left half-way gives it back)
+    rng = np.random.default_rng(5)
+    first = random_case(rng, 400, 6, ties=True, unknown=0.3, dtype=np.float32)
+    second = random_case(rng, 400, 6, ties=False, unknown=0.0, dtype=np.float32)
+    second[1][0] = 1
+    expected = ref_per_class(ref_asl_ap, *second), ref_per_class(ref_voc_ap, *second)
+    average_precision(*first)
+    blocks = _ap_counting._class_blocks(*first)
+    next(blocks)
+    blocks.close()  # a consumer that stops early
+    assert len(_ap_counting._SPARE) == 1
+    np.testing.assert_allclose(average_precision(*second), expected[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(average_precision(*second, "voc"), expected[1], atol=1e-6, rtol=0)
+
+
+def test_calls_in_several_threads_at_once_agree_with_one_at_a_time():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    cases = [random_case(rng, 3000, 12, ties=bool(i % 2), unknown=0.05 * (i % 3), dtype=np.float32) for i in range(8)]
+    for scores, targets in cases:
+        targets[0] = 1
+    serial = [average_precision(s, t) for s, t in cases]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            parallel = list(pool.map(lambda case: average_precision(*case), cases))
+            for a, b in zip(parallel, serial):
+                np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("crowded", [False, True])
 def test_evenly_spaced_buckets_and_the_fallback_to_fitted_ones(monkeypatch, crowded):
     # evenly spaced buckets serve spread-out scores; scores crowded into a sliver of their

@@ -65,6 +65,12 @@ def _check_inputs(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
     return scores, targets
 
 
+#: The workspace (arrays of the block size: tens of MB at COCO or NUS-WIDE size) of the last finished call,
+#: reused by the next call of the same shapes: fresh memory costs page faults on every call, which on small
+#: virtual machines cost more than the counting. A call running while another holds it builds its own.
+_SPARE: list = []
+
+
 class _Buffers:
     """The arrays that grow with a block, carved from one allocation and reused per block.
 
@@ -125,16 +131,29 @@ def _class_blocks(scores: np.ndarray, targets: np.ndarray) -> Iterator[tuple]:
     width = max(1, min(stage_width, _BLOCK_ELEMENTS // n))
     # fine buckets per class: below 2 per sampled score, or 2 per coarse bin
     n_buckets = width * max(n + max(1, n // _SAMPLE_ROWS) + 2 * ((1 << _COARSE_BITS) + 1), int(n / _LINEAR_PER_BUCKET)) + 1
-    buffers = _Buffers(width * n, n_buckets, scores.dtype)
-    # Columns are copied out of the (samples, classes) input many at a time, so that each
-    # row is read in one long stretch, through a tile of rows that is transposed in cache.
-    # Targets are not transposed: only where the positives (and unknowns) are is recorded.
-    stage_s = np.empty((stage_width, n), dtype=scores.dtype)
-    stage_pos = np.empty((stage_width, n), dtype=bool)
-    stage_known = None
     tile_rows = max(_TILE_ROWS, _TILE_ELEMENTS // stage_width)
-    tile_s = np.empty((tile_rows, stage_width), dtype=scores.dtype)
-    tile_t = np.empty((tile_rows, stage_width), dtype=targets.dtype)
+    key = (n, stage_width, width, n_buckets, tile_rows, scores.dtype, targets.dtype)
+    try:
+        workspace = _SPARE.pop()
+    except IndexError:
+        workspace = None
+    if workspace is None or workspace[0] != key:
+        # Columns are copied out of the (samples, classes) input many at a time, so that each
+        # row is read in one long stretch, through a tile of rows that is transposed in cache.
+        # Targets are not transposed: only where the positives (and unknowns) are is recorded.
+        workspace = (key, _Buffers(width * n, n_buckets, scores.dtype),
+                     np.empty((stage_width, n), dtype=scores.dtype), np.empty((stage_width, n), dtype=bool),
+                     np.empty((tile_rows, stage_width), dtype=scores.dtype),
+                     np.empty((tile_rows, stage_width), dtype=targets.dtype))
+    try:
+        yield from _fill_blocks(scores, targets, stage_width, width, tile_rows, *workspace[1:])
+    finally:
+        _SPARE[:] = [workspace]  # the next call with the same shapes reuses this memory
+
+
+def _fill_blocks(scores, targets, stage_width, width, tile_rows, buffers, stage_s, stage_pos, tile_s, tile_t):
+    n, c = scores.shape
+    stage_known = None
     for stage_start in range(0, c, stage_width):
         stage_cols = slice(stage_start, min(c, stage_start + stage_width))
         w = stage_cols.stop - stage_start
