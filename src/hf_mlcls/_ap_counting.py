@@ -157,7 +157,6 @@ def _fill_blocks(scores, targets, stage_width, width, tile_rows, buffers, stage_
     for stage_start in range(0, c, stage_width):
         stage_cols = slice(stage_start, min(c, stage_start + stage_width))
         w = stage_cols.stop - stage_start
-        stage_pos[:w] = False
         unknowns = False
         for r in range(0, n, tile_rows):
             h = min(tile_rows, n - r)
@@ -166,8 +165,7 @@ def _fill_blocks(scores, targets, stage_width, width, tile_rows, buffers, stage_
             t = tile_t[:h, :w]
             np.copyto(t, targets[r : r + h, stage_cols])
             has_unknown = _check_targets(t, r, stage_start)
-            hits = np.flatnonzero(t if t.dtype == bool else t == 1)
-            stage_pos[hits % w, r + hits // w] = True
+            np.equal(t.T, 1, out=stage_pos[:w, r : r + h])  # transposed from a tile in cache
             if has_unknown and not unknowns:  # the first -1 of this stage
                 if stage_known is None:
                     stage_known = np.empty((stage_width, n), dtype=bool)
@@ -393,18 +391,20 @@ def _block_ap_sums(scores, known, pos, lo, hi, buffers, want_asl=True, want_voc=
     hkey = key.ravel()[idx] if key is not None else _ordered_key(scores.ravel()[idx], nonneg)
     class_last = class_start[1:] - 1
     cls_s, rows_s, same = _sort_hot(cls, rows, hkey, n, c, later_first=False)  # Query2Label's ties
-    if want_voc:
+    ties = bool(same.any())
+    if want_voc or not ties:  # without ties both definitions see the same order
         pcls, prec = _positive_precisions(cls_s, rows_s, n, pos.ravel(), bucket, cum, class_last, npos)
+    if want_voc:
         # precision envelope: running max from the last positive of each class backwards;
         # the class offset stops it from leaking across classes (precisions lie in (0, 1])
         offset = 2.0 * pcls
         env = np.maximum.accumulate((prec - offset)[::-1])[::-1] + offset
         voc = np.bincount(pcls, weights=env, minlength=c)
     if want_asl:
-        if same.any():  # ASL's tie order differs: later samples first
+        if ties:  # ASL's tie order differs: later samples first
             flip = _reverse_runs(same)
             cls_s, rows_s = cls_s[flip], rows_s[flip]
-        pcls, prec = _positive_precisions(cls_s, rows_s, n, pos.ravel(), bucket, cum, class_last, npos)
+            pcls, prec = _positive_precisions(cls_s, rows_s, n, pos.ravel(), bucket, cum, class_last, npos)
         asl = np.bincount(pcls, weights=prec, minlength=c)
     return npos, asl, voc
 
