@@ -44,6 +44,8 @@ class PackedConv2d(nn.Module):
 
 
 def _attention_forward(self, query, key, value, need_weights=False):
+    if need_weights:  # the averaged weights: the layer's own forward (its parameters are untouched)
+        return MultiheadAttention.forward(self, query, key, value, need_weights=True)
     q, k, v = (self._split_heads(proj(x)) for proj, x in zip(self.packed_in_proj, (query, key, value)))
     out = F.scaled_dot_product_attention(q, k, v)
     b, _, n, _ = out.shape
