@@ -309,23 +309,31 @@ def screen_images(
     return keep, bad, counts, examples
 
 
-def _refuse_repeated_images(rows: SplitRows, dataset_name: str, split: str) -> None:
-    """Two rows naming one image file (two COCO ids, two list lines) would train and score it twice, maybe
-    with two label sets: refused, naming both rows."""
-    paths = rows.paths
+def first_repeat(paths) -> Optional[tuple[int, int, str]]:
+    """``(first, again, path)`` for the first path listed twice (a list or an Arrow array), else None."""
     if isinstance(paths, (pa.Array, pa.ChunkedArray)):
         if pc.count_distinct(paths).as_py() == len(paths):
-            return
+            return None
         paths = paths.to_pylist()
     first: dict[str, int] = {}
     for i, p in enumerate(paths):
         j = first.setdefault(p, i)
         if j != i:
-            a, b = rows.ref(j) or f"row {j}", rows.ref(i) or f"row {i}"
-            raise DatasetLayoutError(
-                f"{dataset_name} split {split!r}: {b} names the image file {p} again (first at {a}); "
-                "give each image one row holding all its labels"
-            )
+            return j, i, p
+    return None
+
+
+def _refuse_repeated_images(rows: SplitRows, dataset_name: str, split: str) -> None:
+    """Two rows naming one image file (two COCO ids, two list lines) would train and score it twice, maybe
+    with two label sets: refused, naming both rows."""
+    repeat = first_repeat(rows.paths)
+    if repeat is not None:
+        j, i, p = repeat
+        a, b = rows.ref(j) or f"row {j}", rows.ref(i) or f"row {i}"
+        raise DatasetLayoutError(
+            f"{dataset_name} split {split!r}: {b} names the image file {p} again (first at {a}); "
+            "give each image one row holding all its labels"
+        )
 
 
 def build_dataset(

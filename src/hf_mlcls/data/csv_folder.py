@@ -89,22 +89,18 @@ def load_csv(
     for split, path in files.items():
         raw = _RawSplit(source=path, image_roots=(root,))
         base = os.path.basename(path)
-        has_unknown = False
         for lineno, row in read_csv_rows(path, delimiter, (image_column, label_column), layout):
             where = f"{path}:{lineno}"
             raw.paths.append(resolve_image_path(root, root, row[image_column].strip(), where))
             try:
                 raw.tokens.append(parse_label_cell(row[label_column], label_separator))
                 if unknown_label_column in row:
-                    has_unknown = True
                     if raw.unknown_tokens is None:
                         raw.unknown_tokens = []
                     raw.unknown_tokens.append(parse_label_cell(row[unknown_label_column], label_separator))
             except ValueError as exc:
                 raise DatasetLayoutError(f"{where}: {exc}") from None
             raw.refs.append(f"{base}:{lineno}")
-        if not has_unknown:
-            raw.unknown_tokens = None
         raws[split] = raw
     resolver = _LabelResolver(_class_option(classes, root), label_type, drop_unlisted_labels)
     options = {"label_type": label_type, "drop_unlisted_labels": drop_unlisted_labels, "keep_empty": keep_empty}

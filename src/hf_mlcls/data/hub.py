@@ -149,7 +149,8 @@ def load_hub(
             col = available[theirs].data.column(label_column).combine_chunks().flatten()
             values.update(v for v in col.to_pylist() if v is not None)
         if any(k == "string" for k, _ in kinds.values()):
-            names = sorted({normalise_class_name(v, f"hub {data_dir} column {label_column!r}") for v in values})
+            where = f"hub {data_dir} column {label_column!r}"
+            names = sorted({normalise_class_name(v, where) for v in values})
         else:
             names = [str(i) for i in range(max(values, default=-1) + 1)]
     names = check_class_names(names, f"hub {data_dir}")
@@ -165,6 +166,7 @@ def load_hub(
         dropped: dict[str, int] = {}
         unknown: set = set()
         out = []
+        where = f"hub split {split!r} column {column!r}"
         for row in rows:
             ids = set()
             for v in row:
@@ -173,7 +175,7 @@ def load_hub(
                 elif kind == "int":
                     key = str(v) if given is None else (names[v] if 0 <= v < len(names) else str(v))
                 else:
-                    key = normalise_class_name(v, f"hub split {split!r} column {column!r}")
+                    key = normalise_class_name(v, where)
                 i = index.get(key)
                 if i is None:
                     if drop_unlisted_labels:
@@ -184,7 +186,7 @@ def load_hub(
                 ids.add(i)
             out.append(sorted(ids))
         if unknown:
-            raise unknown_names_error(f"hub split {split!r} column {column!r}", unknown, names,
+            raise unknown_names_error(where, unknown, names,
                                       " Pass drop_unlisted_labels=True to drop them.")
         return pa.array(out, type=pa.list_(pa.int64())), dropped
 

@@ -173,10 +173,11 @@ class PathGuard:
 
     def __init__(self, roots: Sequence[str]):
         self.roots = tuple(dict.fromkeys(os.path.realpath(r) for r in roots))
+        self._prefixes = tuple(r.rstrip(os.sep) + os.sep for r in self.roots)
         self._dirs: dict[str, str] = {}
 
     def _inside(self, path: str) -> bool:
-        return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+        return path in self.roots or path.startswith(self._prefixes)
 
     def outside_target(self, path: str) -> Optional[str]:
         """None when ``path`` resolves inside the roots (or does not exist), else where it really points."""

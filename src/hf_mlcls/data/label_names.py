@@ -39,10 +39,7 @@ def _label_token(value: Any) -> Union[int, str]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, str):
-        name, why = _clean(value)
-        if why:
-            raise ValueError(f"label {value!r} {why}")
-        return QuotedName(name)
+        return QuotedName(_text_token(value))
     raise ValueError(
         f"label {value!r} is a {type(value).__name__}; a label is a class name (a string) or a class index (an integer)"
     )

@@ -22,7 +22,8 @@ from .core import (
     resolve_splits,
     utf8_text,
 )
-from .generic import _build_splits, _class_option, _LabelResolver, _RawSplit, parse_label_cell, read_class_list
+from .label_names import _class_option, _LabelResolver, parse_label_cell, read_class_list
+from .tabular import _build_splits, _RawSplit
 
 __all__ = ["NUS_WIDE_CLASSES", "load_nus_wide"]
 

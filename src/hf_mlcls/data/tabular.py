@@ -10,7 +10,15 @@ from typing import Mapping, Optional
 
 import datasets
 
-from .core import DatasetLayoutError, MissingDatasetFileError, SplitRows, build_dataset, merge_dict, resolve_splits
+from .core import (
+    DatasetLayoutError,
+    MissingDatasetFileError,
+    SplitRows,
+    build_dataset,
+    first_repeat,
+    merge_dict,
+    resolve_splits,
+)
 from .label_names import _LabelResolver
 
 @dataclass
@@ -27,13 +35,10 @@ class _RawSplit:
 
 
 def _check_duplicate_paths(raw: _RawSplit) -> None:
-    seen: dict[str, int] = {}
-    for i, p in enumerate(raw.paths):
-        j = seen.setdefault(p, i)
-        if j != i:
-            raise DatasetLayoutError(
-                f"{raw.refs[i]}: image {p} is listed again (first at {raw.refs[j]}); give each image one row"
-            )
+    repeat = first_repeat(raw.paths)
+    if repeat is not None:
+        j, i, p = repeat
+        raise DatasetLayoutError(f"{raw.refs[i]}: image {p} is listed again (first at {raw.refs[j]}); give each image one row")
 
 
 def _build_splits(
