@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
     if not 0 <= args.threshold <= 1:
         raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.output_dir is not None:
-        from hf_mlcls.training import check_writable_folder
+        from hf_mlcls.paths import check_writable_folder
 
         check_writable_folder(args.output_dir, "--output_dir")  # before the model and the data are loaded
     from hf_mlcls.data.registry import dataset_spec

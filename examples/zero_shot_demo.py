@@ -228,9 +228,10 @@ def probe_single_shapes(args, model) -> dict | None:
     with open(os.path.join(folder, "annotations", "instances_val2017.json"), encoding="utf-8") as fh:
         data = json.load(fh)
     names = {c["id"]: c["name"] for c in data["categories"]}
+    kept = set(class_names(args, list(names.values())))  # not the single words
     per_image: dict[int, list[str]] = {}
     for ann in data["annotations"]:
-        if names[ann["category_id"]] in class_names(args, [names[ann["category_id"]]]):  # not the single words
+        if names[ann["category_id"]] in kept:
             per_image.setdefault(ann["image_id"], []).append(names[ann["category_id"]])
     processor = model.build_image_processor()
     model.set_label_names(list(PROBES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,12 @@ from transformers.utils import ModelOutput
 from .backbone import FeatureBackbone, loading_checkpoint
 from .image_processing_multilabel import MultiLabelImageProcessor
 from .losses import AsymmetricLoss
+
+if TYPE_CHECKING:
+    # config.json's custom_pipelines names this class. Transformers copies every file a remote-code file
+    # imports relatively, found by reading the source text (`from .x import`), so this line ships
+    # pipeline_multilabel.py with the models without importing transformers' pipelines at save time.
+    from .pipeline_multilabel import MultiLabelImageClassificationPipeline  # noqa: F401
 
 
 @dataclass
@@ -343,9 +350,6 @@ class MultiLabelPreTrainedModel(PreTrainedModel):
         if getattr(self, "_auto_class", None) is not None:
             # Both AutoModel and AutoModelForImageClassification open the folder with trust_remote_code.
             self.config.auto_map = dict(self._remote_code_map)
-            # config.json's custom_pipelines names this class: importing it relatively here is also what makes
-            # transformers copy its file with the rest of the remote code (it copies every `from .x import`).
-            from .pipeline_multilabel import MultiLabelImageClassificationPipeline  # noqa: F401
         out = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             self.build_image_processor().save_pretrained(save_directory)
