@@ -161,12 +161,21 @@ def _scores(model, logits: torch.Tensor) -> torch.Tensor:
     return logits.sigmoid().cpu()
 
 
+def _forward_model(model, fast: bool):
+    """The module that runs the forward: the model's fast CPU copy where it applies, else the model."""
+    from .models.fast_cpu import fast_model  # the models package imports transformers: not at import time
+
+    return fast_model(model, fast)
+
+
 @torch.no_grad()
-def predict_probabilities(model, images: Sequence, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+def predict_probabilities(model, images: Sequence, batch_size: int = 32, progress: bool = True, fast: bool = True) -> torch.Tensor:
     """Sigmoid scores (N, C) for PIL images or paths; images that cannot be read raise ImageOpenError.
 
     Pixels come from the model's image processor (``model.build_image_processor()``, the one
-    ``pipeline`` and the Space use): decoded by its ``to_rgb``, resized and normalised.
+    ``pipeline`` and the Space use): decoded by its ``to_rgb``, resized and normalised. On the CPU the
+    forward takes the fast inference path (:func:`hf_mlcls.models.fast_cpu.fast_model`; ``fast=False``
+    or ``HF_MLCLS_FAST_CPU=0`` for the plain forward).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -177,7 +186,7 @@ def predict_probabilities(model, images: Sequence, batch_size: int = 32, progres
     for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
         # open_rgb names an unreadable file; it decodes with the processor's own to_rgb
         batch = torch.stack([processor.pixel_values(open_rgb(image)) for image in images[start : start + batch_size]])
-        outputs.append(_scores(model, model(batch.to(device)).logits))
+        outputs.append(_scores(model, _forward_model(model, fast)(batch.to(device)).logits))
     return torch.cat(outputs) if outputs else torch.zeros(0, model.config.num_labels)
 
 
@@ -212,11 +221,13 @@ def select_labels(scores: torch.Tensor, id2label: dict, threshold: float = 0.5, 
 
 @torch.no_grad()
 def predict_files(
-    model, paths: Sequence[str], threshold: float = 0.5, top_k: int | None = None, batch_size: int = 32, progress: bool = True
+    model, paths: Sequence[str], threshold: float = 0.5, top_k: int | None = None, batch_size: int = 32, progress: bool = True,
+    fast: bool = True,
 ) -> list[dict]:
     """Predictions for image files; a file that cannot be read gets an ``error`` instead of labels.
 
-    Each file is decoded once, by the transform, a batch at a time.
+    Each file is decoded once, by the transform, a batch at a time; the forward as in
+    :func:`predict_probabilities` (``fast``).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -236,7 +247,7 @@ def predict_files(
                 logger.warning("skipping %s: %s", path, err)
                 batch_results.append({"image": path, "labels": [], "error": str(err)})
         if tensors:
-            scores = _scores(model, model(torch.stack(tensors).to(device)).logits)
+            scores = _scores(model, _forward_model(model, fast)(torch.stack(tensors).to(device)).logits)
             for at, labels in zip(readable, select_labels(scores, id2label, threshold, top_k)):
                 batch_results[at]["labels"] = labels
         results.extend(batch_results)

@@ -7,7 +7,9 @@ alpha channel is dropped instead of composited on white, and 16-bit values are c
 decodes it with the model's image processor's ``to_rgb`` (``image_processing_multilabel.to_rgb``: the
 package's one decoding policy), so a file given to the pipeline gets the scores that ``hf-mlcls predict`` and
 the image processor give. Everything else (``top_k``, ``function_to_apply``, the sigmoid of multi-label
-models, label names, batching) is the stock pipeline's.
+models, label names, batching) is the stock pipeline's, except that on the CPU the forward runs on the
+fast inference path (``fast_cpu.fast_model``: the same fp32 logits within about 1e-6; ``HF_MLCLS_FAST_CPU=0``
+switches it off).
 
 How it is reached:
 
@@ -35,6 +37,7 @@ import PIL.Image
 import torch
 from transformers.pipelines.image_classification import ImageClassificationPipeline
 
+from .fast_cpu import fast_model
 from .image_processing_multilabel import to_rgb
 
 __all__ = ["MODEL_TYPES", "MultiLabelImageClassificationPipeline", "for_model_types", "open_image"]
@@ -110,6 +113,10 @@ class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
         decode = getattr(self.image_processor, "to_rgb", to_rgb)  # a folder with an older processor: the policy still
         rgb = decode(open_image(image, timeout=timeout))
         return self.image_processor(images=rgb, return_tensors="pt").to(self.dtype)
+
+    def _forward(self, model_inputs):
+        # fast_model returns the model itself where the fast path does not apply (GPU, fp16, switched off)
+        return fast_model(self.model)(**model_inputs)
 
 
 def for_model_types(fallback: type, pipeline_class: type = MultiLabelImageClassificationPipeline,

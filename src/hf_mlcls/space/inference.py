@@ -12,6 +12,7 @@ import re
 import numpy as np
 import torch
 
+from ..models.fast_cpu import fast_model
 from .environment import MAX_ZERO_SHOT_LABELS, UserFacingError, safe_name, scrub
 from .store import LoadedModel
 
@@ -39,7 +40,8 @@ def run_model(loaded: LoadedModel, images) -> tuple[np.ndarray, np.ndarray]:
             )
         pixel_values = preprocess(loaded, images)
         try:
-            out = loaded.model(pixel_values=pixel_values, output_attentions=True)
+            # the fast CPU path where it applies (fast_cpu.fast_model: built once per loaded model)
+            out = fast_model(loaded.model)(pixel_values=pixel_values, output_attentions=True)
         except ValueError as err:
             raise UserFacingError(f"The model could not process these images: {scrub(err)}") from None
         scores = torch.sigmoid(out.logits.float()).numpy()

@@ -1,0 +1,395 @@
+"""The fast CPU inference path: a model's convolutions and linears run by oneDNN (convolution
+weights reordered once per input size), with batch norms folded in and activations and residual
+adds fused.
+
+``fast_model(model)`` returns the module to run for inference: a rewritten copy of ``model``
+when the fast path applies (CPU, fp32, eval mode, oneDNN available, not switched off), else
+``model`` itself. The copy is cached per model and rebuilt when any parameter or buffer of the
+model changes (each tensor's in-place version counter and storage are checked on every call),
+so training between two predictions, ``load_state_dict`` or ``model.to`` never leaves stale
+weights behind. The copy computes the same products in the same precision (fp32) as the eager
+forward; only the order of rounding differs (batch norms folded into the convolution weights),
+which moves logits by about 1e-6 (docs/benchmarks.md, "Inference fast path").
+
+What is rewritten (everything else runs as it is, on channels-last activations):
+
+* ``timm`` ResNet and TResNet residual blocks: each convolution fused with its batch norm and
+  activation; the block's last convolution also takes the residual add and the block's
+  activation (oneDNN's add post-op) where nothing sits between them;
+* ``timm`` ``ConvNormAct`` and a ``Sequential`` of a convolution and a batch norm: fused;
+* every other zero-padded ``Conv2d`` and every ``Linear``: run by oneDNN on weights reordered
+  for the input size (a second copy of the weights, per input size, at most two sizes);
+* our ``MultiheadAttention``: its projections by oneDNN and PyTorch's fused attention kernel.
+
+Switch it off with ``HF_MLCLS_FAST_CPU=0`` (or ``fast=False`` where a function offers it).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import weakref
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import MultiheadAttention
+
+logger = logging.getLogger(__name__)
+
+_CL = torch.channels_last
+_PACKS_KEPT = 2  # reordered weights kept per convolution, one per input size (a batch and a last, smaller one)
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _act_attr(act: nn.Module | None) -> tuple[str, list] | None:
+    """oneDNN's name and scalars for an activation it can fuse; None if it cannot."""
+    if act is None or isinstance(act, nn.Identity):
+        return "none", []
+    if isinstance(act, nn.ReLU):
+        return "relu", []
+    if isinstance(act, nn.LeakyReLU):
+        return "leaky_relu", [act.negative_slope]
+    return None
+
+
+def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) of a batch norm in inference (``x * scale + shift``), None for anything else."""
+    if isinstance(bn, nn.BatchNorm2d):
+        if bn.training or bn.running_mean is None:
+            return None
+        eps = bn.eps
+    elif type(bn).__name__ == "FrozenBatchNorm2d" and hasattr(bn, "running_var"):
+        eps = float(bn.eps)
+    else:
+        return None
+    var, mean = bn.running_var.detach().double(), bn.running_mean.detach().double()
+    weight = torch.ones_like(var) if getattr(bn, "weight", None) is None else bn.weight.detach().double()
+    bias = torch.zeros_like(var) if getattr(bn, "bias", None) is None else bn.bias.detach().double()
+    scale = weight * (var + eps).rsqrt()
+    return scale, bias - mean * scale
+
+
+def _plain_conv(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and conv.weight.dtype == torch.float32)
+
+
+class FusedConv2d(nn.Module):
+    """A convolution with its batch norm folded in, run by oneDNN on prepacked weights, followed
+    by a fused activation; with ``residual``, the residual is added before the activation."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.Module | None = None, act: nn.Module | None = None,
+                 residual_act: bool = False):
+        super().__init__()
+        weight, bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+        if bn is not None:  # the scale and shift in float64, the products rounded once to float32
+            scale, shift = _bn_affine(bn)
+            weight = weight * scale.float().reshape(-1, 1, 1, 1)
+            bias = shift if bias is None else bias.double() * scale + shift
+        self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        self.attr = _act_attr(act)
+        self.residual_act = residual_act
+        self.unary = None if self.attr is None or self.attr[0] == "none" else self.attr[0]  # the add's activation
+        self.register_buffer("folded_weight", weight.contiguous(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.float(), persistent=False)
+        self.packed: dict[tuple, torch.Tensor] = {}
+
+    def _weight_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight reordered for an input of ``x``'s size (oneDNN picks the layout by input
+        size; a layout picked for another size can run several times slower); a few kept."""
+        key = tuple(x.shape)
+        weight = self.packed.get(key)
+        if weight is None:
+            if len(self.packed) >= _PACKS_KEPT:
+                self.packed.pop(next(iter(self.packed)), None)
+            weight = torch.ops.mkldnn._reorder_convolution_weight(self.folded_weight, *self.geometry, list(key))
+            self.packed[key] = weight
+        return weight
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.contiguous(memory_format=_CL)
+        weight = self._weight_for(x)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *self.geometry,
+                                                           self.attr[0], self.attr[1], "")
+        residual = residual.contiguous(memory_format=_CL)
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, weight, self.bias, *self.geometry,
+                                                              "add", None, self.unary, self.attr[1], "")
+
+
+class OneDNNLinear(nn.Module):
+    """``nn.Linear`` run by oneDNN on weights reordered for the number of rows of its input (a few kept).
+    PyTorch's ``F.linear`` goes to a slower GEMM on some CPUs."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.weight, self.bias = weight, bias  # plain attributes: the model's own tensors, not copies
+        self.packed: dict[int, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        weight = self.packed.get(rows.shape[0])
+        if weight is None:
+            if len(self.packed) >= _PACKS_KEPT:
+                self.packed.pop(next(iter(self.packed)), None)
+            weight = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().contiguous(), rows.shape[0])
+            self.packed[rows.shape[0]] = weight
+        y = torch.ops.mkldnn._linear_pointwise(rows, weight, self.bias, "none", [], "")
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+class OneDNNMultiheadAttention(nn.Module):
+    """Our ``MultiheadAttention`` with its projections run by oneDNN; asked for its weights, it runs the
+    layer's own forward (kept as ``original``)."""
+
+    def __init__(self, attention: MultiheadAttention):
+        super().__init__()
+        self.original = attention
+        self.num_heads, self.head_dim, self.embed_dim = attention.num_heads, attention.head_dim, attention.embed_dim
+        self.projections = nn.ModuleList(OneDNNLinear(w, b) for w, b in zip(attention.in_proj_weight.chunk(3),
+                                                                              attention.in_proj_bias.chunk(3)))
+        self.out_proj = OneDNNLinear(attention.out_proj.weight, attention.out_proj.bias)
+
+    def forward(self, query, key, value, need_weights: bool = False):
+        if need_weights:
+            return self.original(query, key, value, need_weights=True)
+        q, k, v = (proj(x) for proj, x in zip(self.projections, (query, key, value)))
+        q, k, v = (t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.embed_dim)), None
+
+
+class FusedResidualBlock(nn.Module):
+    """A residual block as ``steps`` (applied in order), then either ``last`` (a fused convolution
+    taking the shortcut and the block's activation) or an add and ``act``."""
+
+    def __init__(self, steps: list[nn.Module], shortcut: nn.Module | None, last: FusedConv2d | None = None,
+                 act: nn.Module | None = None):
+        super().__init__()
+        self.steps = nn.Sequential(*steps)
+        self.shortcut = shortcut
+        self.last = last
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        out = self.steps(x)
+        if self.last is not None:
+            return self.last(out, shortcut)
+        out = out + shortcut
+        return out if self.act is None else self.act(out)
+
+
+def _is_off(module: nn.Module | None) -> bool:
+    return module is None or isinstance(module, nn.Identity)
+
+
+def _fuse(conv: nn.Module, bn: nn.Module | None, act: nn.Module | None, residual_act: bool = False) -> FusedConv2d | None:
+    """The fused convolution, or None when one part cannot be fused."""
+    attr = _act_attr(act)
+    if not _plain_conv(conv) or (bn is not None and _bn_affine(bn) is None) or attr is None:
+        return None
+    if residual_act and attr[0] not in ("none", "relu"):  # oneDNN fuses only these after an add
+        return None
+    return FusedConv2d(conv, bn, act, residual_act)
+
+
+def _conv_norm_act(module: nn.Module, residual_act: nn.Module | None = None) -> FusedConv2d | None:
+    """timm's ConvNormAct (convolution, BatchNormAct2d, optional anti-aliasing) fused; with
+    ``residual_act``, as a block's last convolution (no activation or anti-aliasing of its own)."""
+    from timm.layers import BatchNormAct2d, ConvNormAct
+
+    if type(module) is not ConvNormAct or type(module.bn) is not BatchNormAct2d or not _is_off(getattr(module.bn, "drop", None)):
+        return None
+    act = getattr(module.bn, "act", None)
+    if residual_act is not None:
+        if not _is_off(act) or not _is_off(getattr(module, "aa", None)):
+            return None
+        return _fuse(module.conv, module.bn, residual_act, residual_act=True)
+    return _fuse(module.conv, module.bn, act)
+
+
+def _with_aa(fused: nn.Module, aa: nn.Module | None) -> list[nn.Module]:
+    return [fused] if _is_off(aa) else [fused, _rewrite(aa)]
+
+
+def _residual_block(block: nn.Module) -> FusedResidualBlock | None:
+    """timm's ResNet and TResNet blocks, fused; None for any other module or an unexpected part."""
+    from timm.models import resnet, tresnet
+
+    kind = type(block)
+    if kind in (resnet.Bottleneck, resnet.BasicBlock):
+        if not (_is_off(block.drop_path) and _is_off(block.drop_block)):
+            return None
+        bottleneck = kind is resnet.Bottleneck
+        first = [(block.conv1, block.bn1, block.act1)] + ([(block.conv2, block.bn2, block.act2)] if bottleneck else [])
+        steps = []
+        for i, (conv, bn, act) in enumerate(first):
+            fused = _fuse(conv, bn, act)
+            if fused is None:
+                return None
+            steps += _with_aa(fused, block.aa) if i == len(first) - 1 else [fused]
+        conv, bn, act = (block.conv3, block.bn3, block.act3) if bottleneck else (block.conv2, block.bn2, block.act2)
+        shortcut = None if block.downsample is None else _rewrite(block.downsample)
+        if block.se is None:
+            last = _fuse(conv, bn, act, residual_act=True)
+            if last is not None:
+                return FusedResidualBlock(steps, shortcut, last)
+        fused = _fuse(conv, bn, None)
+        if fused is None:
+            return None
+        return FusedResidualBlock(steps + [fused] + ([] if block.se is None else [_rewrite(block.se)]), shortcut, act=act)
+    if kind in (tresnet.Bottleneck, tresnet.BasicBlock):
+        if not _is_off(block.drop_path):
+            return None
+        convs = [block.conv1, block.conv2] if kind is tresnet.Bottleneck else [block.conv1]
+        steps = []
+        for module in convs:
+            fused = _conv_norm_act(module)
+            if fused is None:
+                return None
+            steps += _with_aa(fused, getattr(module, "aa", None))
+        tail = block.conv3 if kind is tresnet.Bottleneck else block.conv2
+        shortcut = None if block.downsample is None else _rewrite(block.downsample)
+        if kind is tresnet.Bottleneck and block.se is not None:
+            steps.append(_rewrite(block.se))
+        se_after_tail = kind is tresnet.BasicBlock and block.se is not None
+        if not se_after_tail:
+            last = _conv_norm_act(tail, residual_act=block.act)
+            if last is not None:
+                return FusedResidualBlock(steps, shortcut, last)
+        fused = _conv_norm_act(tail)
+        if fused is None:
+            return None
+        return FusedResidualBlock(steps + _with_aa(fused, getattr(tail, "aa", None)) + ([_rewrite(block.se)] if se_after_tail else []),
+                                  shortcut, act=block.act)
+    return None
+
+
+def _fuse_resnet_stem(model: nn.Module) -> None:
+    """timm's ResNet runs ``conv1`` (a convolution, or a deep stem's Sequential ending in one), ``bn1``
+    and ``act1`` in a row: that convolution, ``bn1`` and ``act1`` become one fused convolution."""
+    from timm.models.resnet import ResNet
+
+    if type(model) is not ResNet or _is_off(model.bn1):
+        return
+    holder, name = (model.conv1, str(len(model.conv1) - 1)) if isinstance(model.conv1, nn.Sequential) else (model, "conv1")
+    fused = _fuse(getattr(holder, name), model.bn1, model.act1)
+    if fused is not None:
+        setattr(holder, name, fused)
+        model.bn1, model.act1 = nn.Identity(), nn.Identity()
+
+
+def _replacement(module: nn.Module) -> nn.Module | None:
+    """What replaces ``module`` in the fast copy, or None to keep it (its children are visited)."""
+    _fuse_resnet_stem(module)
+    block = _residual_block(module)
+    if block is not None:
+        return block
+    fused = _conv_norm_act(module)
+    if fused is not None:
+        return nn.Sequential(*_with_aa(fused, getattr(module, "aa", None)))
+    if _plain_conv(module):
+        return FusedConv2d(module)
+    if type(module) is nn.Linear and module.weight.dtype == torch.float32:
+        return OneDNNLinear(module.weight, module.bias)
+    if type(module) is MultiheadAttention:
+        return OneDNNMultiheadAttention(module)
+    return None
+
+
+def _rewrite(module: nn.Module) -> nn.Module:
+    """``module`` with every part the fast path knows replaced (in place where it is kept)."""
+    replacement = _replacement(module)
+    if replacement is not None:
+        return replacement
+    children = list(module.named_children())
+    skip = set()
+    for i, (name, child) in enumerate(children):
+        if name in skip or child is None:
+            continue
+        if isinstance(module, nn.Sequential) and _plain_conv(child) and i + 1 < len(children):
+            # a convolution, its batch norm and maybe an activation in a row (a ResNet's stem or downsample)
+            bn = children[i + 1][1]
+            act = children[i + 2][1] if i + 2 < len(children) and _act_attr(children[i + 2][1]) is not None else None
+            fused = _fuse(child, bn, act) if _bn_affine(bn) is not None else None
+            if fused is not None:
+                setattr(module, name, fused)
+                for later, _ in children[i + 1 : i + (3 if act is not None else 2)]:
+                    setattr(module, later, nn.Identity())
+                    skip.add(later)
+                continue
+        setattr(module, name, _rewrite(child))
+    return module
+
+
+def _structure_copy(module: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every tensor with ``module`` (nothing is cloned)."""
+    new = copy.copy(module)
+    new._parameters, new._buffers = dict(module._parameters), dict(module._buffers)
+    new._modules = {name: None if child is None else _structure_copy(child) for name, child in module._modules.items()}
+    return new
+
+
+def fast_copy(model: nn.Module) -> nn.Module:
+    """A rewritten copy of ``model`` (in eval mode) for CPU inference. ``model`` is untouched; the
+    copy shares the tensors of every part it does not rewrite, and holds folded convolution weights."""
+    with torch.no_grad():
+        return _rewrite(_structure_copy(model).eval())
+
+
+def _version(tensor: torch.Tensor) -> int:
+    try:
+        return tensor._version
+    except RuntimeError:  # an inference-mode tensor has no version counter (and cannot be changed in place later)
+        return -1
+
+
+def _state_key(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of ``model`` is replaced or changed in place (an in-place
+    change made through ``tensor.data`` bypasses the version counter: call :func:`forget` after one)."""
+    return tuple((id(t), t.data_ptr(), _version(t)) for t in (*model.parameters(), *model.buffers()))
+
+
+def forget(model: nn.Module) -> None:
+    """Drop ``model``'s fast copy (the next call builds a new one)."""
+    _CACHE.pop(model, None)
+
+
+def applies(model: nn.Module) -> bool:
+    """Whether the fast path would run ``model`` now: eval mode, gradients off, fp32 on the CPU,
+    oneDNN built in, and ``HF_MLCLS_FAST_CPU`` not ``0``."""
+    if os.environ.get("HF_MLCLS_FAST_CPU", "1").strip() == "0":
+        return False
+    if model.training or torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
+        return False
+    weight = next(model.parameters(), None)
+    return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+
+
+def fast_model(model: nn.Module, fast: bool = True) -> nn.Module:
+    """The module to run for inference: ``model``'s fast copy when :func:`applies`, else ``model``.
+
+    The copy is built on first use (a fraction of a second; each convolution's weights are reordered
+    on its first call at a new input size) and kept until a weight of ``model`` changes or ``model``
+    is freed. Where the copy cannot be built, a warning says why and the plain forward runs."""
+    if not fast or not applies(model):
+        return model
+    key = _state_key(model)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        return model if cached[1] is None else cached[1]
+    _CACHE.pop(model, None)  # free the stale copy before building the next
+    try:
+        copied = fast_copy(model)
+    except Exception as err:  # noqa: BLE001 - a layer oneDNN refuses: the plain forward, said once per weights
+        logger.warning("the fast CPU inference path could not be built for this model (%s: %s); running the plain "
+                       "forward (HF_MLCLS_FAST_CPU=0 skips the attempt)", type(err).__name__, str(err)[:200])
+        copied = None
+    _CACHE[model] = (key, copied)
+    return model if copied is None else copied
