@@ -122,6 +122,12 @@ def test_fast_model_is_the_model_itself_where_the_fast_path_does_not_apply(monke
         monkeypatch.setenv("HF_MLCLS_FAST_CPU", "0")
         assert fast_cpu.fast_model(model) is model
         monkeypatch.setenv("HF_MLCLS_FAST_CPU", "1")
+        seen = []  # a hook on a layer the copy replaces would never run there
+        hook = model.model.backbone.model.body.layer1[0].register_forward_hook(lambda m, args, out: seen.append(out))
+        assert fast_cpu.fast_model(model) is model
+        fast_cpu.fast_model(model)(pixel_values=torch.randn(1, 3, 64, 64))
+        assert len(seen) == 1
+        hook.remove()
         assert fast_cpu.fast_model(model.double()) is model
         assert fast_cpu.fast_model(model.float()) is not model
 

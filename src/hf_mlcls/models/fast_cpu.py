@@ -3,9 +3,9 @@ weights reordered once per input size), with batch norms folded in and activatio
 adds fused.
 
 ``fast_model(model)`` returns the module to run for inference: a rewritten copy of ``model``
-when the fast path applies (CPU, fp32, eval mode, oneDNN available, not switched off), else
-``model`` itself. The copy is cached per model and rebuilt when any parameter or buffer of the
-model changes (each tensor's in-place version counter and storage are checked on every call),
+when the fast path applies (CPU, fp32, eval mode, no gradients, no forward hooks, oneDNN
+available, not switched off), else ``model`` itself. The copy is cached per model and rebuilt
+when any parameter or buffer of the model changes (each tensor's in-place version counter and storage are checked on every call),
 so training between two predictions, ``load_state_dict`` or ``model.to`` never leaves stale
 weights behind. The copy computes the same products in the same precision (fp32) as the eager
 forward; only the order of rounding differs (batch norms folded into the convolution weights),
@@ -363,13 +363,16 @@ def forget(model: nn.Module) -> None:
 
 def applies(model: nn.Module) -> bool:
     """Whether the fast path would run ``model`` now: eval mode, gradients off, fp32 on the CPU,
-    oneDNN built in, and ``HF_MLCLS_FAST_CPU`` not ``0``."""
+    oneDNN built in, no forward hook on any of its modules, and ``HF_MLCLS_FAST_CPU`` not ``0``."""
     if os.environ.get("HF_MLCLS_FAST_CPU", "1").strip() == "0":
         return False
     if model.training or torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
         return False
     weight = next(model.parameters(), None)
-    return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+    if weight is None or weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return False
+    # a hook on a layer would not run where the copy replaces that layer: the plain forward runs them all
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def fast_model(model: nn.Module, fast: bool = True) -> nn.Module:
