@@ -17,6 +17,8 @@ does not depend on them). Candidates, each on its own copy of the model:
   activations and residual adds fused, run by oneDNN on weights reordered for the input size, on
   channels-last activations; linears and attention projections by oneDNN; no tracing; its first call
   (the copy and the reorders) is reported as its build time;
+* ``fast path, no Winograd``: the same copy with ``HF_MLCLS_FAST_CPU_WINOGRAD=0`` (every
+  convolution on oneDNN's direct kernel): what the Winograd convolutions add;
 * ``compile (freezing)``, with ``--compile``: ``torch.compile`` with inductor's ``freezing``
   (constant folding, batch norms folded, prepacked weights); compile time reported apart; where it
   fails to compile (Query2Label here: a view of an expanded tensor), the results say why.
@@ -103,6 +105,14 @@ def candidates(model, x, use_compile: bool) -> tuple[dict, dict, dict]:
         fast_cpu.forget(model)
         return lambda: fast_cpu.fast_model(model)(pixel_values=x).logits
 
+    def direct_only():  # the same copy with every convolution on oneDNN's direct kernel
+        os.environ["HF_MLCLS_FAST_CPU_WINOGRAD"] = "0"
+        try:
+            copied = fast_cpu.fast_copy(model)
+        finally:
+            del os.environ["HF_MLCLS_FAST_CPU_WINOGRAD"]
+        return lambda: copied(pixel_values=x).logits
+
     def compiled():
         import torch._inductor.config as inductor_config
 
@@ -113,6 +123,7 @@ def candidates(model, x, use_compile: bool) -> tuple[dict, dict, dict]:
     add("channels_last", channels_last, torch.inference_mode, timed_build=False)
     add("jit freeze", jit_freeze)
     add(FAST, library_fast_path)
+    add("fast path, no Winograd", direct_only)
     if use_compile:  # inductor's freezing fails on some models: said in the results
         add("compile (freezing)", compiled, may_fail=True)
     return out, build, failed

@@ -10,9 +10,11 @@ over a folder of JPEGs against a raw batched forward on the same tensors.
    argsort, then the labels one at a time in Python), copied into this file as the
    reference. Outputs must be equal (random scores: no ties).
 2. ``predict_files`` (decode, resize, normalise, forward, select) over generated 448x448
-   JPEGs with ``mldecoder-tresnetm-224`` (random weights, 9,605 labels), against the
+   JPEGs with ``mldecoder-tresnetm-224`` (random weights, 80 labels), against the
    model's forward alone on the very tensors those files become, pre-decoded and stacked
-   in the same batches, plus the sigmoid: what prediction costs beyond the network. The
+   in the same batches, plus the sigmoid: what prediction costs beyond the network. Both
+   sides run the forward ``predict_files`` runs, the fast CPU path (``fast_cpu.fast_model``,
+   its copy built before the timing: docs/benchmarks.md, "Inference fast path"). The
    labels predict_files returns must equal those selected from the raw forward's scores.
 
 Both run in interleaved rounds in this one process (ours, reference, reference, ours, ...),
@@ -42,6 +44,7 @@ from _common import Fragment, interleaved, median, ratios, spread  # noqa: E402
 import hf_mlcls  # noqa: E402
 from hf_mlcls.data.transforms import transforms_from_image_processor  # noqa: E402
 from hf_mlcls.inference import predict_files, select_labels  # noqa: E402
+from hf_mlcls.models.fast_cpu import fast_model  # noqa: E402
 
 
 def select_labels_loop(scores, id2label, threshold=0.5, top_k=None):
@@ -98,7 +101,7 @@ def bench_predict(report: Fragment, rounds: int, images: int, batch_size: int, c
 
         def raw():
             with torch.no_grad():
-                return torch.cat([model(b).logits.float().sigmoid() for b in batches])
+                return torch.cat([fast_model(model)(b).logits.float().sigmoid() for b in batches])
 
         def ours():
             return predict_files(model, paths, batch_size=batch_size, progress=False)
@@ -111,7 +114,8 @@ def bench_predict(report: Fragment, rounds: int, images: int, batch_size: int, c
     report.add()
     report.add(f"`predict_files` over {images} generated 448x448 JPEGs, `mldecoder-tresnetm-224` ({model.config.num_labels:,} "
                f"labels, random weights), batch {batch_size}, fp32, {torch.get_num_threads()} torch threads; the raw "
-               f"forward runs on the same tensors, decoded and stacked beforehand; {clock} time.")
+               f"forward (the fast CPU path, as in predict_files) runs on the same tensors, decoded and stacked "
+               f"beforehand; {clock} time.")
     report.add()
     table = report.table(["contender", f"{clock} s per image", "time / raw forward", "labels"], ["l", "r", "r", "l"])
     table.add("predict_files (decode once, batched)", spread([t / images for t in times["predict_files"]], "{:.3f}"),

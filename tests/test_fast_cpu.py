@@ -192,3 +192,26 @@ def test_the_space_classifies_on_the_fast_path(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_MLCLS_FAST_CPU", "0")
     eager_scores, eager_maps = space_inference.run_model(loaded, [image])
     assert abs(scores - eager_scores).max() < 1e-5 and abs(maps - eager_maps).max() < 1e-5
+
+
+@pytest.mark.parametrize("size", [(28, 28), (7, 9), (1, 1)])
+def test_winograd_convolutions_give_the_direct_convolution(size):
+    # the tiny models have too few channels for the Winograd kernel: one wide layer, fused as in a block
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256).eval()
+    _randomise_batch_norms(bn)
+    nn.init.kaiming_normal_(conv.weight)
+    x, residual = torch.randn(2, 256, *size), torch.randn(2, 256, *size)
+    with torch.no_grad():
+        leaky = fast_cpu.FusedConv2d(conv, bn, nn.LeakyReLU(0.01))
+        last = fast_cpu.FusedConv2d(conv, bn, nn.ReLU(), residual_act=True)
+        assert leaky.winograd is not None and last.winograd is not None
+        expected = torch.nn.functional.leaky_relu(bn(conv(x)), 0.01)
+        torch.testing.assert_close(leaky(x), expected, rtol=0, atol=1e-4)
+        torch.testing.assert_close(last(x, residual), torch.relu(bn(conv(x)) + residual), rtol=0, atol=1e-4)
+        exact = torch.nn.functional.leaky_relu(bn.double()(conv.double()(x.double())), 0.01)
+        direct = torch.ops.mkldnn._convolution_pointwise(  # the oneDNN kernel the larger maps take
+            x.contiguous(memory_format=torch.channels_last), leaky.folded_weight, leaky.bias, [1, 1], [1, 1], [1, 1], 1,
+            "leaky_relu", [0.01], "")
+        # both within float32 rounding of the float64 result (2,304 products summed per output, of order 1 to 30)
+        assert (leaky(x).double() - exact).abs().max() < 5e-5 and (direct.double() - exact).abs().max() < 5e-5

@@ -5,11 +5,11 @@ adds fused.
 ``fast_model(model)`` returns the module to run for inference: a rewritten copy of ``model``
 when the fast path applies (CPU, fp32, eval mode, no gradients, no forward hooks, oneDNN
 available, not switched off), else ``model`` itself. The copy is cached per model and rebuilt
-when any parameter or buffer of the model changes (each tensor's in-place version counter and storage are checked on every call),
-so training between two predictions, ``load_state_dict`` or ``model.to`` never leaves stale
-weights behind. The copy computes the same products in the same precision (fp32) as the eager
-forward; only the order of rounding differs (batch norms folded into the convolution weights),
-which moves logits by about 1e-6 (docs/benchmarks.md, "Inference fast path").
+when any parameter or buffer of the model changes (each tensor's in-place version counter and
+storage are checked on every call), so training between two predictions, ``load_state_dict`` or
+``model.to`` never leaves stale weights behind. Everything stays in fp32; batch norms folded into
+the convolution weights and the Winograd products below change only the order of rounding, which
+moves logits by about 2e-6 (docs/benchmarks.md, "Inference fast path").
 
 What is rewritten (everything else runs as it is, on channels-last activations):
 
@@ -19,7 +19,11 @@ What is rewritten (everything else runs as it is, on channels-last activations):
 * ``timm`` ``ConvNormAct`` and a ``Sequential`` of a convolution and a batch norm: fused;
 * every other zero-padded ``Conv2d`` and every ``Linear``: run by oneDNN on weights reordered
   for the input size (a second copy of the weights, per input size, at most two sizes);
-* our ``MultiheadAttention``: its projections by oneDNN and PyTorch's fused attention kernel.
+* our ``MultiheadAttention``: its projections by oneDNN and PyTorch's fused attention kernel;
+* a 3x3, stride-1 convolution with at least 256 input channels, on a map of at most 28 x 28,
+  runs as Winograd's F(2x2, 3x3): 16 matrix products of 4/9 the multiply-adds, the tile
+  transforms by additions (its error against float64 is of the direct kernel's size,
+  tests/test_fast_cpu.py); ``HF_MLCLS_FAST_CPU_WINOGRAD=0`` keeps the direct kernel.
 
 Switch it off with ``HF_MLCLS_FAST_CPU=0`` (or ``fast=False`` where a function offers it).
 """
@@ -77,6 +81,65 @@ def _plain_conv(conv: nn.Module) -> bool:
             and conv.weight.dtype == torch.float32)
 
 
+# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): the weight and output transforms, exact in binary
+_WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+_WINOGRAD_MAX_PIXELS = 28 * 28  # larger maps: the transforms' memory traffic outweighs the saved products
+_WINOGRAD_MIN_CHANNELS = 256  # fewer: the 16 products are too small to run near the CPU's peak
+
+
+def _winograd_on() -> bool:
+    """``HF_MLCLS_FAST_CPU_WINOGRAD=0`` keeps every convolution on oneDNN's direct kernel."""
+    return os.environ.get("HF_MLCLS_FAST_CPU_WINOGRAD", "1").strip() != "0"
+
+
+class _Winograd:
+    """A 3x3, stride-1, padding-1 convolution as Winograd's F(2x2, 3x3): each 2x2 output tile from a
+    4x4 input tile with 16 products of 4/9 the multiply-adds of the direct convolution. The input
+    and output transforms add and subtract (no rounding beyond fp32 sums); the weights' transform is
+    computed in float64. Logits move about as much as with the direct kernel (tests/test_fast_cpu.py)."""
+
+    def __init__(self, weight: torch.Tensor):
+        u = torch.einsum("ka,ocab,lb->kloc", _WINOGRAD_G, weight.double(), _WINOGRAD_G)
+        self.matrices = u.reshape(16, *weight.shape[:2]).float().contiguous()  # (16, Cout, Cin)
+        self.packed: dict[int, list[torch.Tensor]] = {}
+
+    def _weights_for(self, rows: int) -> list[torch.Tensor]:
+        weights = self.packed.get(rows)
+        if weights is None:
+            if len(self.packed) >= _PACKS_KEPT:
+                self.packed.pop(next(iter(self.packed)), None)
+            weights = [torch.ops.mkldnn._reorder_linear_weight(m, rows) for m in self.matrices]
+            self.packed[rows] = weights
+        return weights
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, Cout) for a channels-last (N, Cin, H, W) ``x``, without bias."""
+        n, c, h, w = x.shape
+        th, tw = (h + 1) // 2, (w + 1) // 2
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + 2 * tw - w, 1, 1 + 2 * th - h))
+        r = [padded[:, i : i + 2 * th : 2] for i in range(4)]  # the rows of every tile, 4 at a time
+        rows = (r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3])  # B^T d
+        tiles = torch.empty(4, 4, n, th, tw, c)
+        for i, row in enumerate(rows):  # (B^T d) B
+            q = [row[:, :, j : j + 2 * tw : 2] for j in range(4)]
+            torch.sub(q[0], q[2], out=tiles[i, 0])
+            torch.add(q[1], q[2], out=tiles[i, 1])
+            torch.sub(q[2], q[1], out=tiles[i, 2])
+            torch.sub(q[1], q[3], out=tiles[i, 3])
+        count = n * th * tw
+        tiles = tiles.view(16, count, c)
+        products = torch.empty(16, count, self.matrices.shape[1])
+        for k, weight in enumerate(self._weights_for(count)):
+            products[k] = torch.ops.mkldnn._linear_pointwise(tiles[k], weight, None, "none", [], "")
+        m = products.view(4, 4, n, th, tw, -1)
+        out = torch.empty(n, th, 2, tw, 2, m.shape[-1])
+        for a, s in enumerate(([m[0, j] + m[1, j] + m[2, j] for j in range(4)],  # A^T m
+                               [m[1, j] - m[2, j] - m[3, j] for j in range(4)])):
+            torch.add(s[0] + s[1], s[2], out=out[:, :, a, :, 0])  # (A^T m) A
+            torch.sub(s[1] - s[2], s[3], out=out[:, :, a, :, 1])
+        return out.view(n, 2 * th, 2 * tw, -1)[:, :h, :w]
+
+
 class FusedConv2d(nn.Module):
     """A convolution with its batch norm folded in, run by oneDNN on prepacked weights, followed
     by a fused activation; with ``residual``, the residual is added before the activation."""
@@ -94,6 +157,9 @@ class FusedConv2d(nn.Module):
         self.residual_act = residual_act
         self.unary = None if self.attr is None or self.attr[0] == "none" else self.attr[0]  # the add's activation
         self.register_buffer("folded_weight", weight.contiguous(), persistent=False)
+        self.winograd = _Winograd(weight) if (
+            tuple(conv.kernel_size) == (3, 3) and self.geometry[:3] == ([1, 1], [1, 1], [1, 1]) and conv.groups == 1
+            and conv.in_channels >= _WINOGRAD_MIN_CHANNELS and _winograd_on()) else None
         self.register_buffer("bias", None if bias is None else bias.float(), persistent=False)
         self.packed: dict[tuple, torch.Tensor] = {}
 
@@ -111,6 +177,8 @@ class FusedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         x = x.contiguous(memory_format=_CL)
+        if self.winograd is not None and x.shape[2] * x.shape[3] <= _WINOGRAD_MAX_PIXELS:
+            return self._winograd_forward(x, residual)
         weight = self._weight_for(x)
         if residual is None:
             return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *self.geometry,
@@ -118,6 +186,19 @@ class FusedConv2d(nn.Module):
         residual = residual.contiguous(memory_format=_CL)
         return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, weight, self.bias, *self.geometry,
                                                               "add", None, self.unary, self.attr[1], "")
+
+
+    def _winograd_forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        y = self.winograd(x)  # (N, H, W, C), the channels-last layout's own order
+        if self.bias is not None:
+            y.add_(self.bias)
+        if residual is not None:
+            y.add_(residual.permute(0, 2, 3, 1))
+        if self.attr[0] == "relu":
+            y.relu_()
+        elif self.attr[0] == "leaky_relu":
+            F.leaky_relu_(y, self.attr[1][0])
+        return y.permute(0, 3, 1, 2)
 
 
 class OneDNNLinear(nn.Module):
