@@ -215,3 +215,22 @@ def test_winograd_convolutions_give_the_direct_convolution(size):
             "leaky_relu", [0.01], "")
         # both within float32 rounding of the float64 result (2,304 products summed per output, of order 1 to 30)
         assert (leaky(x).double() - exact).abs().max() < 5e-5 and (direct.double() - exact).abs().max() < 5e-5
+
+
+def test_weights_are_reordered_the_second_time_a_size_comes_and_two_sizes_are_kept():
+    model = tiny("q2l-resnet-bottleneck")
+    with torch.no_grad():
+        fast = fast_cpu.fast_copy(model)
+        convs = [m for m in fast.modules() if isinstance(m, fast_cpu.FusedConv2d)]
+        linears = [m for m in fast.modules() if isinstance(m, fast_cpu.OneDNNLinear)]
+        images = torch.randn(2, 3, 64, 64)
+        expected = model(pixel_values=images).logits
+        first = fast(pixel_values=images).logits  # a one-off call pays no reorder
+        assert convs and linears and not any(m.packs.packed for m in convs + linears)
+        second = fast(pixel_values=images).logits
+        assert all(len(m.packs.packed) == 1 for m in convs + linears)
+        for logits in (first, second):
+            torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+        for batch in (1, 3, 4, 1, 3):  # 1 and 3 come twice: reordered; the oldest size dropped
+            fast(pixel_values=torch.randn(batch, 3, 64, 64))
+        assert all({size[0] for size in m.packs.packed} == {1, 3} for m in convs)

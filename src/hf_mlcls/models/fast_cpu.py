@@ -81,6 +81,28 @@ def _plain_conv(conv: nn.Module) -> bool:
             and conv.weight.dtype == torch.float32)
 
 
+class _Packs:
+    """Reordered copies of one weight, one per input size, made the second time a size comes (a size
+    seen once runs on the plain weight, so a one-off call pays no reorder); at most ``_PACKS_KEPT``."""
+
+    def __init__(self, make):
+        self.make, self.packed, self.seen = make, {}, set()
+
+    def get(self, key):
+        """The reordered weight for ``key``, or None where the plain weight should run this time."""
+        packed = self.packed.get(key)
+        if packed is None:
+            if key not in self.seen:
+                if len(self.seen) > 64:  # many one-off sizes: forget them rather than grow
+                    self.seen.clear()
+                self.seen.add(key)
+                return None
+            if len(self.packed) >= _PACKS_KEPT:
+                self.packed.pop(next(iter(self.packed)), None)
+            packed = self.packed[key] = self.make(key)
+        return packed
+
+
 # Winograd F(2x2, 3x3) (Lavin & Gray, 2016): the weight and output transforms, exact in binary
 _WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
 _WINOGRAD_MAX_PIXELS = 28 * 28  # larger maps: the transforms' memory traffic outweighs the saved products
@@ -99,21 +121,18 @@ class _Winograd:
     computed in float64. Logits move about as much as with the direct kernel (tests/test_fast_cpu.py)."""
 
     def __init__(self, weight: torch.Tensor):
-        u = torch.einsum("ka,ocab,lb->kloc", _WINOGRAD_G, weight.double(), _WINOGRAD_G)
-        self.matrices = u.reshape(16, *weight.shape[:2]).float().contiguous()  # (16, Cout, Cin)
-        self.packed: dict[int, list[torch.Tensor]] = {}
+        self.weight = weight  # (Cout, Cin, 3, 3), batch norm folded in
+        self.matrices = None  # (16, Cout, Cin): G g G^T, made with the first reordered copy
+        self.packs = _Packs(self._reorder)
 
-    def _weights_for(self, rows: int) -> list[torch.Tensor]:
-        weights = self.packed.get(rows)
-        if weights is None:
-            if len(self.packed) >= _PACKS_KEPT:
-                self.packed.pop(next(iter(self.packed)), None)
-            weights = [torch.ops.mkldnn._reorder_linear_weight(m, rows) for m in self.matrices]
-            self.packed[rows] = weights
-        return weights
+    def _reorder(self, rows: int) -> list[torch.Tensor]:
+        if self.matrices is None:
+            u = torch.einsum("ka,ocab,lb->kloc", _WINOGRAD_G, self.weight.double(), _WINOGRAD_G)
+            self.matrices = u.reshape(16, *self.weight.shape[:2]).float().contiguous()
+        return [torch.ops.mkldnn._reorder_linear_weight(m, rows) for m in self.matrices]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, H, W, Cout) for a channels-last (N, Cin, H, W) ``x``, without bias."""
+    def __call__(self, x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+        """(N, H, W, Cout) for a channels-last (N, Cin, H, W) ``x``, without bias; ``weights`` from ``packs``."""
         n, c, h, w = x.shape
         th, tw = (h + 1) // 2, (w + 1) // 2
         padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + 2 * tw - w, 1, 1 + 2 * th - h))
@@ -128,8 +147,8 @@ class _Winograd:
             torch.sub(q[1], q[3], out=tiles[i, 3])
         count = n * th * tw
         tiles = tiles.view(16, count, c)
-        products = torch.empty(16, count, self.matrices.shape[1])
-        for k, weight in enumerate(self._weights_for(count)):
+        products = torch.empty(16, count, self.weight.shape[0])
+        for k, weight in enumerate(weights):
             products[k] = torch.ops.mkldnn._linear_pointwise(tiles[k], weight, None, "none", [], "")
         m = products.view(4, 4, n, th, tw, -1)
         out = torch.empty(n, th, 2, tw, 2, m.shape[-1])
@@ -161,25 +180,21 @@ class FusedConv2d(nn.Module):
             tuple(conv.kernel_size) == (3, 3) and self.geometry[:3] == ([1, 1], [1, 1], [1, 1]) and conv.groups == 1
             and conv.in_channels >= _WINOGRAD_MIN_CHANNELS and _winograd_on()) else None
         self.register_buffer("bias", None if bias is None else bias.float(), persistent=False)
-        self.packed: dict[tuple, torch.Tensor] = {}
-
-    def _weight_for(self, x: torch.Tensor) -> torch.Tensor:
-        """The weight reordered for an input of ``x``'s size (oneDNN picks the layout by input
-        size; a layout picked for another size can run several times slower); a few kept."""
-        key = tuple(x.shape)
-        weight = self.packed.get(key)
-        if weight is None:
-            if len(self.packed) >= _PACKS_KEPT:
-                self.packed.pop(next(iter(self.packed)), None)
-            weight = torch.ops.mkldnn._reorder_convolution_weight(self.folded_weight, *self.geometry, list(key))
-            self.packed[key] = weight
-        return weight
+        # oneDNN picks the weights' layout by input size; a layout picked for another size can run
+        # several times slower, so each size gets its own reordered copy
+        self.packs = _Packs(lambda size: torch.ops.mkldnn._reorder_convolution_weight(
+            self.folded_weight, *self.geometry, list(size)))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         x = x.contiguous(memory_format=_CL)
         if self.winograd is not None and x.shape[2] * x.shape[3] <= _WINOGRAD_MAX_PIXELS:
-            return self._winograd_forward(x, residual)
-        weight = self._weight_for(x)
+            weights = self.winograd.packs.get(x.shape[0] * ((x.shape[2] + 1) // 2) * ((x.shape[3] + 1) // 2))
+            if weights is not None:
+                return self._winograd_forward(x, residual, weights)
+            weight = self.folded_weight  # a size seen once: the direct kernel on the plain weight
+        else:
+            weight = self.packs.get(tuple(x.shape))
+            weight = self.folded_weight if weight is None else weight
         if residual is None:
             return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *self.geometry,
                                                            self.attr[0], self.attr[1], "")
@@ -188,8 +203,8 @@ class FusedConv2d(nn.Module):
                                                               "add", None, self.unary, self.attr[1], "")
 
 
-    def _winograd_forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        y = self.winograd(x)  # (N, H, W, C), the channels-last layout's own order
+    def _winograd_forward(self, x: torch.Tensor, residual: torch.Tensor | None, weights: list) -> torch.Tensor:
+        y = self.winograd(x, weights)  # (N, H, W, C), the channels-last layout's own order
         if self.bias is not None:
             y.add_(self.bias)
         if residual is not None:
@@ -209,17 +224,12 @@ class OneDNNLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.weight, self.bias = weight, bias  # plain attributes: the model's own tensors, not copies
-        self.packed: dict[int, torch.Tensor] = {}
+        self.packs = _Packs(lambda rows: torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().contiguous(), rows))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        weight = self.packed.get(rows.shape[0])
-        if weight is None:
-            if len(self.packed) >= _PACKS_KEPT:
-                self.packed.pop(next(iter(self.packed)), None)
-            weight = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().contiguous(), rows.shape[0])
-            self.packed[rows.shape[0]] = weight
-        y = torch.ops.mkldnn._linear_pointwise(rows, weight, self.bias, "none", [], "")
+        weight = self.packs.get(rows.shape[0])
+        y = torch.ops.mkldnn._linear_pointwise(rows, self.weight if weight is None else weight, self.bias, "none", [], "")
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
