@@ -204,7 +204,7 @@ def test_winograd_convolutions_give_the_direct_convolution(size):
     x, residual = torch.randn(2, 256, *size), torch.randn(2, 256, *size)
     with torch.no_grad():
         leaky = fast_cpu.FusedConv2d(conv, bn, nn.LeakyReLU(0.01))
-        last = fast_cpu.FusedConv2d(conv, bn, nn.ReLU(), residual_act=True)
+        last = fast_cpu.FusedConv2d(conv, bn, nn.ReLU())  # as _fuse builds a block's last convolution
         assert leaky.winograd is not None and last.winograd is not None
         expected = torch.nn.functional.leaky_relu(bn(conv(x)), 0.01)
         torch.testing.assert_close(leaky(x), expected, rtol=0, atol=1e-4)

@@ -181,12 +181,13 @@ def predict_probabilities(model, images: Sequence, batch_size: int = 32, progres
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     processor = model.build_image_processor()
     device = next(model.parameters()).device
+    forward = _forward_model(model, fast)
     outputs = []
     batches = range(0, len(images), batch_size)
     for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
         # open_rgb names an unreadable file; it decodes with the processor's own to_rgb
         batch = torch.stack([processor.pixel_values(open_rgb(image)) for image in images[start : start + batch_size]])
-        outputs.append(_scores(model, _forward_model(model, fast)(batch.to(device)).logits))
+        outputs.append(_scores(model, forward(batch.to(device)).logits))
     return torch.cat(outputs) if outputs else torch.zeros(0, model.config.num_labels)
 
 
@@ -234,6 +235,7 @@ def predict_files(
     processor = model.build_image_processor()
     device = next(model.parameters()).device
     id2label = model.config.id2label
+    forward = _forward_model(model, fast)
     results = []
     batches = range(0, len(paths), batch_size)
     for start in show_progress(batches, desc="predicting", unit="batch") if progress else batches:
@@ -247,7 +249,7 @@ def predict_files(
                 logger.warning("skipping %s: %s", path, err)
                 batch_results.append({"image": path, "labels": [], "error": str(err)})
         if tensors:
-            scores = _scores(model, _forward_model(model, fast)(torch.stack(tensors).to(device)).logits)
+            scores = _scores(model, forward(torch.stack(tensors).to(device)).logits)
             for at, labels in zip(readable, select_labels(scores, id2label, threshold, top_k)):
                 batch_results[at]["labels"] = labels
         results.extend(batch_results)

@@ -160,11 +160,11 @@ class _Winograd:
 
 
 class FusedConv2d(nn.Module):
-    """A convolution with its batch norm folded in, run by oneDNN on prepacked weights, followed
-    by a fused activation; with ``residual``, the residual is added before the activation."""
+    """A convolution with its batch norm folded in, run by oneDNN on weights reordered per input size
+    (or as Winograd products, see ``_Winograd``), followed by a fused activation; with ``residual``,
+    the residual is added before the activation (which must then be ReLU or none: :func:`_fuse`)."""
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.Module | None = None, act: nn.Module | None = None,
-                 residual_act: bool = False):
+    def __init__(self, conv: nn.Conv2d, bn: nn.Module | None = None, act: nn.Module | None = None):
         super().__init__()
         weight, bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
         if bn is not None:  # the scale and shift in float64, the products rounded once to float32
@@ -173,8 +173,6 @@ class FusedConv2d(nn.Module):
             bias = shift if bias is None else bias.double() * scale + shift
         self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         self.attr = _act_attr(act)
-        self.residual_act = residual_act
-        self.unary = None if self.attr is None or self.attr[0] == "none" else self.attr[0]  # the add's activation
         self.register_buffer("folded_weight", weight.contiguous(), persistent=False)
         self.winograd = _Winograd(weight) if (
             tuple(conv.kernel_size) == (3, 3) and self.geometry[:3] == ([1, 1], [1, 1], [1, 1]) and conv.groups == 1
@@ -199,9 +197,9 @@ class FusedConv2d(nn.Module):
             return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *self.geometry,
                                                            self.attr[0], self.attr[1], "")
         residual = residual.contiguous(memory_format=_CL)
+        unary = None if self.attr[0] == "none" else self.attr[0]  # the activation after the add
         return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, weight, self.bias, *self.geometry,
-                                                              "add", None, self.unary, self.attr[1], "")
-
+                                                              "add", None, unary, self.attr[1], "")
 
     def _winograd_forward(self, x: torch.Tensor, residual: torch.Tensor | None, weights: list) -> torch.Tensor:
         y = self.winograd(x, weights)  # (N, H, W, C), the channels-last layout's own order
@@ -287,7 +285,7 @@ def _fuse(conv: nn.Module, bn: nn.Module | None, act: nn.Module | None, residual
         return None
     if residual_act and attr[0] not in ("none", "relu"):  # oneDNN fuses only these after an add
         return None
-    return FusedConv2d(conv, bn, act, residual_act)
+    return FusedConv2d(conv, bn, act)
 
 
 def _conv_norm_act(module: nn.Module, residual_act: nn.Module | None = None) -> FusedConv2d | None:
@@ -319,12 +317,10 @@ def _residual_block(block: nn.Module) -> FusedResidualBlock | None:
             return None
         bottleneck = kind is resnet.Bottleneck
         first = [(block.conv1, block.bn1, block.act1)] + ([(block.conv2, block.bn2, block.act2)] if bottleneck else [])
-        steps = []
-        for i, (conv, bn, act) in enumerate(first):
-            fused = _fuse(conv, bn, act)
-            if fused is None:
-                return None
-            steps += _with_aa(fused, block.aa) if i == len(first) - 1 else [fused]
+        steps = [_fuse(conv, bn, act) for conv, bn, act in first]
+        if any(step is None for step in steps):
+            return None
+        steps[-1:] = _with_aa(steps[-1], block.aa)  # the anti-aliasing follows the stride's convolution
         conv, bn, act = (block.conv3, block.bn3, block.act3) if bottleneck else (block.conv2, block.bn2, block.act2)
         shortcut = None if block.downsample is None else _rewrite(block.downsample)
         if block.se is None:
@@ -378,7 +374,6 @@ def _fuse_resnet_stem(model: nn.Module) -> None:
 
 def _replacement(module: nn.Module) -> nn.Module | None:
     """What replaces ``module`` in the fast copy, or None to keep it (its children are visited)."""
-    _fuse_resnet_stem(module)
     block = _residual_block(module)
     if block is not None:
         return block
@@ -396,6 +391,7 @@ def _replacement(module: nn.Module) -> nn.Module | None:
 
 def _rewrite(module: nn.Module) -> nn.Module:
     """``module`` with every part the fast path knows replaced (in place where it is kept)."""
+    _fuse_resnet_stem(module)
     replacement = _replacement(module)
     if replacement is not None:
         return replacement
@@ -408,7 +404,7 @@ def _rewrite(module: nn.Module) -> nn.Module:
             # a convolution, its batch norm and maybe an activation in a row (a ResNet's stem or downsample)
             bn = children[i + 1][1]
             act = children[i + 2][1] if i + 2 < len(children) and _act_attr(children[i + 2][1]) is not None else None
-            fused = _fuse(child, bn, act) if _bn_affine(bn) is not None else None
+            fused = None if bn is None else _fuse(child, bn, act)
             if fused is not None:
                 setattr(module, name, fused)
                 for later, _ in children[i + 1 : i + (3 if act is not None else 2)]:
@@ -469,9 +465,9 @@ def applies(model: nn.Module) -> bool:
 def fast_model(model: nn.Module, fast: bool = True) -> nn.Module:
     """The module to run for inference: ``model``'s fast copy when :func:`applies`, else ``model``.
 
-    The copy is built on first use (a fraction of a second; each convolution's weights are reordered
-    on its first call at a new input size) and kept until a weight of ``model`` changes or ``model``
-    is freed. Where the copy cannot be built, a warning says why and the plain forward runs."""
+    The copy is built on first use (a fraction of a second; each layer's weights are reordered on
+    its second call at an input size) and kept until a weight of ``model`` changes or ``model`` is
+    freed. Where the copy cannot be built, a warning says why and the plain forward runs."""
     if not fast or not applies(model):
         return model
     key = _state_key(model)
