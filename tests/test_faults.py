@@ -404,3 +404,30 @@ def test_an_evaluation_set_without_any_positive_says_so(demo, tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if "positive" in r.getMessage()]
     assert len(warned) == 1 and "no class has a positive in the evaluation set (16 images, 10 classes)" in warned[0]
     assert "no checkpoint can be chosen as the best" in warned[0]
+
+
+def test_a_file_written_through_atomic_path_is_whole_or_the_old_one(tmp_path):
+    # evaluation reports, predictions and EMA weights are written this way
+    from hf_mlcls.paths import atomic_path
+    from hf_mlcls.training.reports import write_report
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_path(str(target)) as tmp:
+            Path(tmp).write_text("half of the new fi")
+            raise RuntimeError("crash while writing")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    with atomic_path(str(target)) as tmp:
+        Path(tmp).write_text("new")
+        assert target.read_text() == "old"  # replaced only once the block ends
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # the usual permissions, not mkstemp's 0600
+    path = write_report(str(tmp_path), "report.json", {"mAP": 1.0})
+    assert json.loads(Path(path).read_text()) == {"mAP": 1.0} and os.listdir(tmp_path / "eval") == ["report.json"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

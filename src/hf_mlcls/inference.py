@@ -8,7 +8,6 @@ import logging
 import os
 import pickle
 import stat
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ from .data.images import open_rgb
 from .progress import progress as show_progress
 from .data.transforms import transforms_from_image_processor
 from .errors import ImageOpenError, ModelLoadError
+from .paths import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -282,16 +282,8 @@ def write_predictions(results: list[dict], output: str | None, fmt: str | None =
         text = buffer.getvalue()
     if output:
         check_output_file(output)
-        folder = os.path.dirname(os.path.abspath(output))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, output)  # never a half-written file
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)  # and no temporary file left behind
-            raise
+        with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)  # never a half-written file, and no temporary file left behind
     return text
 
 

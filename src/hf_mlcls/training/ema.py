@@ -10,6 +10,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 
+from ..paths import atomic_path
+
 logger = logging.getLogger("hf_mlcls.training")
 
 EMA_WEIGHTS_NAME = "ema.safetensors"
@@ -40,9 +42,8 @@ def _swap_weights(a: nn.Module, b: nn.Module) -> None:
 def save_ema(module: nn.Module, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = os.path.join(folder, EMA_WEIGHTS_NAME + ".tmp")
-    save_file(state, tmp)
-    os.replace(tmp, os.path.join(folder, EMA_WEIGHTS_NAME))
+    with atomic_path(os.path.join(folder, EMA_WEIGHTS_NAME)) as tmp:
+        save_file(state, tmp)
 
 
 def load_ema(module: nn.Module, folder: str) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..paths import atomic_path
+
 #: Trainer timings and the loss: reported by `Trainer.evaluate`, but not metrics of the model
 NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 
@@ -27,10 +29,8 @@ def write_report(output_dir: str, name: str, report: dict) -> str:
     folder = os.path.join(output_dir, "eval")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
-    os.replace(tmp, path)
     return path
 
 
