@@ -292,7 +292,7 @@ class Fragment:
     def write(self, folder: Optional[str] = None) -> str:
         folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
         os.makedirs(folder, exist_ok=True)
-        load_end = load_average()
+        self.load_end = load_end = load_average()
         print(f"load average (1 / 5 / 15 min) at end: {load_end}", flush=True)
         head = [
             f"Written by `{self.command}`.",

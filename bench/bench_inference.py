@@ -40,7 +40,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -53,6 +55,14 @@ from hf_mlcls.models import fast_cpu  # noqa: E402
 from hf_mlcls.presets import create_model  # noqa: E402
 
 PRESETS = ["q2l-r101-448", "mldecoder-tresnetl-448"]
+HISTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "inference-runs.md")
+HISTORY_HEAD = """Appended by every run of `python bench/bench_inference.py`, one row per model and run, oldest first:
+the default fast path against the eager forward (the official forward) in the same run; commit with
+`+` where the library's source differed from it.
+
+| date (UTC) | commit | batch, threads, clock | load average (1 min) at start / end | preset | eager s | fast path s | speed-up (min-max) |
+|---|---|---|---|---|---:|---:|---:|
+"""
 TARGET = 1.3
 FAST = "hf_mlcls fast path (default)"
 
@@ -179,6 +189,33 @@ def peak_rate(clock, rounds: int) -> float:
     return best
 
 
+def _commit() -> str:
+    """The checkout's commit, with ``+`` where src/ has uncommitted changes; ``unknown`` without git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
+def record_runs(rows: list[str]) -> None:
+    """Append this run's rows to the history of runs (bench/results/inference-runs.md), written whole
+    to a temporary file and moved into place."""
+    text = HISTORY_HEAD
+    if os.path.exists(HISTORY):
+        with open(HISTORY, encoding="utf-8") as fh:
+            text = fh.read()
+    text = text.rstrip("\n") + "\n" + "".join(row + "\n" for row in rows)
+    with open(HISTORY + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(HISTORY + ".tmp", HISTORY)
+    print(f"appended {len(rows)} rows to {HISTORY}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=PRESETS)
@@ -206,7 +243,8 @@ def main() -> None:
     report.add()
     table = report.table(["preset", "forward", "s per call", "speed-up vs eager", "GMAC/s", "max abs diff vs eager",
                           "build s"], ["l", "l", "r", "r", "r", "r", "r"])
-    verdicts = []
+    verdicts, history = [], []
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     for preset in args.presets:
         torch.manual_seed(0)
         model = create_model(preset).eval()
@@ -240,6 +278,7 @@ def main() -> None:
                       f"{macs / median(times[name]) / 1e9:.1f}", f"{diffs[name]:.1e}", f"{build[name]:.2f}" if name in build else "")
         verdicts.extend(f"{preset}: `{name}` failed to build ({why})" for name, why in failed.items())
         fast = ratios[FAST]
+        history.append((preset, spread(times["eager"], "{:.2f}"), spread(times[FAST], "{:.2f}"), spread(fast, "{:.2f}", "x")))
         verdicts.append(f"{preset}: the default fast path at {median(fast):.2f}x (rounds {min(fast):.2f}-{max(fast):.2f}), "
                         f"logits within {diffs[FAST]:.1e} of eager; target >= {TARGET}x "
                         f"{'met' if median(fast) >= TARGET else 'NOT met'}; {macs / 1e9:.1f} GMAC per call, "
@@ -248,6 +287,9 @@ def main() -> None:
 
     report.add_verdicts(verdicts)
     report.write()
+    load = f"{report.load_start.split(' / ')[0]} / {report.load_end.split(' / ')[0]}"  # the 1-minute averages
+    run = f"| {started} | {_commit()} | {args.batch}, {args.threads}, {args.clock} | {load} |"
+    record_runs([f"{run} {preset} | {eager_s} | {fast_s} | {speedup} |" for preset, eager_s, fast_s, speedup in history])
 
 
 if __name__ == "__main__":

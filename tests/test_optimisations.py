@@ -308,3 +308,20 @@ def test_write_docs_replaces_each_results_block_by_its_file_and_refuses_a_missin
     assert used == ["bench/results/a.md"] and write_docs.splice(text, root=str(tmp_path))[0] == text
     with pytest.raises(FileNotFoundError, match="bench/results/b.md"):
         write_docs.splice(docs.replace("a.md", "b.md"), root=str(tmp_path))
+
+
+def test_bench_inference_appends_each_run_to_its_history_under_one_header(tmp_path, monkeypatch):
+    import importlib.util
+
+    bench = os.path.join(os.path.dirname(__file__), os.pardir, "bench")
+    monkeypatch.syspath_prepend(bench)
+    spec = importlib.util.spec_from_file_location("bench_inference", os.path.join(bench, "bench_inference.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "HISTORY", str(tmp_path / "inference-runs.md"))
+    module.record_runs(["| run 1 | a |", "| run 1 | b |"])
+    module.record_runs(["| run 2 | a |"])
+    text = (tmp_path / "inference-runs.md").read_text()
+    assert text == module.HISTORY_HEAD + "| run 1 | a |\n| run 1 | b |\n| run 2 | a |\n"
+    assert text.count("| date (UTC) |") == 1 and not (tmp_path / "inference-runs.md.tmp").exists()
+    assert module._commit() != ""  # a commit (with + for uncommitted source changes) or "unknown"
