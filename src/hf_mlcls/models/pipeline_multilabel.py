@@ -119,10 +119,9 @@ class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
         return fast_model(self.model)(**model_inputs)
 
 
-def for_model_types(fallback: type, pipeline_class: type = MultiLabelImageClassificationPipeline,
-                    model_types=MODEL_TYPES) -> type:
-    """A class to register as a task's pipeline: builds ``pipeline_class`` for models of ``model_types`` and
-    ``fallback`` (the class registered before, unchanged) for every other model.
+def for_model_types(fallback: type) -> type:
+    """A class to register as a task's pipeline: builds ``MultiLabelImageClassificationPipeline`` for our
+    models (``MODEL_TYPES``) and ``fallback`` (the class registered before, unchanged) for every other model.
 
     ``transformers.pipeline`` picks the class from the task alone, before it loads the model, then calls
     ``pipeline_class(model=model, ...)``; this class looks at that model and builds the right one. It
@@ -133,12 +132,13 @@ def for_model_types(fallback: type, pipeline_class: type = MultiLabelImageClassi
     def __new__(cls, *args, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        chosen = pipeline_class if model_type in model_types else fallback
+        chosen = MultiLabelImageClassificationPipeline if model_type in MODEL_TYPES else fallback
         return chosen(*args, **kwargs)  # not an instance of `cls`: Python does not call __init__ again
 
     return type(
         f"{fallback.__name__}ForMultiLabelModels",
         (fallback,),
         {"__new__": __new__, "__module__": __name__, "_multilabel_fallback": fallback,
-         "__doc__": f"{fallback.__name__}, or {pipeline_class.__name__} for models of type {', '.join(model_types)}."},
+         "__doc__": f"{fallback.__name__}, or MultiLabelImageClassificationPipeline for models of type "
+                    f"{', '.join(MODEL_TYPES)}."},
     )
