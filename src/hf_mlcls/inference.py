@@ -17,7 +17,7 @@ from .data.images import open_rgb
 from .progress import progress as show_progress
 from .data.transforms import transforms_from_image_processor
 from .errors import ImageOpenError, ModelLoadError
-from .paths import atomic_path
+from .paths import atomic_path, nearest_existing
 
 logger = logging.getLogger(__name__)
 
@@ -296,9 +296,7 @@ def check_output_file(output: str, flag: str = "--output", inputs: Sequence[str]
     if os.path.exists(output) and not os.path.isfile(output):
         raise ValueError(f"{flag} {output!r} is {_file_kind(os.stat(output).st_mode)}, not a file to write")
     folder = os.path.dirname(os.path.abspath(output))
-    above = folder
-    while not os.path.exists(above) and os.path.dirname(above) != above:
-        above = os.path.dirname(above)
+    above = nearest_existing(folder)
     if os.path.exists(above) and not os.path.isdir(above):
         raise ValueError(f"{flag} {output!r} lies under {above!r}, which is a file, not a folder")
     try:

@@ -11,17 +11,20 @@ import threading
 from typing import Iterator
 
 
+def nearest_existing(path: str) -> str:
+    """``path`` made absolute if it exists, else the nearest path above it that does (at most the root)."""
+    above = os.path.abspath(path)
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    return above
+
+
 def check_writable_folder(path: str, flag: str) -> None:
     """Refuse, with a ``ValueError`` naming ``flag``, a folder path that cannot be created or written: an
     existing file, a path under a file, or a place without write permission. Nothing is created."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{flag} {path!r} is a file, not a folder; give a folder (new or one of yours)")
-    ancestor = os.path.abspath(path)
-    while not os.path.exists(ancestor):
-        parent = os.path.dirname(ancestor)
-        if parent == ancestor:
-            break
-        ancestor = parent
+    ancestor = nearest_existing(path)
     if not os.path.isdir(ancestor):
         raise ValueError(f"{flag} {path!r} lies under {ancestor!r}, which is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
