@@ -110,7 +110,9 @@ def _without_autocast(hidden_states: Tensor, weight: Tensor):
     autocast leaves in fp32, and logits rounded to bf16 (8 bits of mantissa) would tie many scores.
     """
     device = hidden_states.device.type
-    if not torch.amp.is_autocast_available(device):  # e.g. the meta device: no autocast to switch off
+    # e.g. the meta device: no autocast to switch off. Not asked while torch.compile traces (only devices with
+    # autocast compile, and torch 2.11 cannot trace the question (2.14 can): a graph break, then recompiles)
+    if not torch.compiler.is_compiling() and not torch.amp.is_autocast_available(device):
         return contextlib.nullcontext(), hidden_states.to(weight.dtype)
     return torch.autocast(device, enabled=False), hidden_states.to(weight.dtype)
 
