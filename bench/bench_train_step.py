@@ -17,8 +17,15 @@ bench/results/train_step.md.
 
 On a CPU a check's ``.all()`` costs one pass over the batch and no waiting, so the two are
 expected to be level here. On a GPU each of those reads stalls the host until every kernel
-queued before it has run, so the next step's work cannot be queued while this one computes;
-this machine has no GPU, so that gain is not measured here.
+queued before it has run, so the next step's work cannot be queued while this one computes:
+
+    python bench/bench_train_step.py --device cuda --batch 64 --steps 20 --clock wall
+
+runs the same comparison on a GPU, as the Trainer feeds one: the collated batch pinned and
+copied without blocking, the loss kept on the device (no ``.item()`` per step), each timed
+sample ``--steps`` steps back to back from the same weights with one wait for the device at
+the end; losses compared within 1e-4 (the GPU's kernels need not sum in the same order).
+Results go to bench/results/train_step-cuda.md.
 """
 
 from __future__ import annotations
@@ -76,11 +83,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the GPU comparison (use --clock wall)")
+    parser.add_argument("--steps", type=int, default=1, help="steps per timed sample, back to back")
+    parser.add_argument("--results", default=None,
+                        help="results fragment bench/results/NAME.md (default train_step, or train_step-cuda on a GPU)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type != "cpu" and args.clock == "cpu":
+        parser.error("--clock cpu would count only the host's time: use --clock wall on a GPU")
     if args.rounds < 5:
         parser.error("--rounds: at least 5")
     torch.manual_seed(0)
-    model = hf_mlcls.create_model("mldecoder-tresnetm-224", num_labels=80, image_size=args.size).train()
+    model = hf_mlcls.create_model("mldecoder-tresnetm-224", num_labels=80, image_size=args.size).to(device).train()
     gen = torch.Generator().manual_seed(0)
     rows = [{"pixel_values": torch.randint(0, 256, (3, args.size, args.size), dtype=torch.uint8, generator=gen),
              "labels": (torch.rand(80, generator=gen) < 0.05).float()} for _ in range(args.batch)]
@@ -90,31 +104,44 @@ def main() -> None:
     losses = {"now": [], "previous": []}
 
     def step(name):
-        model.load_state_dict(state)  # every step starts from the same weights and seed: equal losses expected
+        model.load_state_dict(state)  # every sample starts from the same weights and seed: equal losses expected
         torch.manual_seed(0)
-        batch = collator(rows)
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses[name].append(loss.item())
+        for _ in range(args.steps):
+            batch = collator(rows)
+            if device.type != "cpu":  # as the Trainer's loader gives it: pinned, copied without blocking
+                batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses[name].append(loss.detach())  # read after the timing, as the Trainer reads it only to log
 
     def previous():
         with previous_checks():
             step("previous")
 
-    report = Fragment("train_step")
+    report = Fragment(args.results or ("train_step" if device.type == "cpu" else f"train_step-{device.type}"))
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    times = interleaved({"now": lambda: step("now"), "previous": previous}, repeats=args.rounds, clock=clock)
-    equal = len(set(losses["now"] + losses["previous"])) == 1
-    report.add(f"One training step of `mldecoder-tresnetm-224` (80 labels, random weights) at {args.size} px, batch "
-               f"{args.batch}, fp32, {torch.get_num_threads()} torch threads, CPU; {args.rounds} interleaved rounds, "
-               f"{args.clock} time.")
+    times = interleaved({"now": lambda: step("now"), "previous": previous}, repeats=args.rounds, clock=clock,
+                        device=device.type)
+    now, before = (torch.stack(losses[k]).double().cpu() for k in ("now", "previous"))
+    per_sample = args.steps
+    now, before = now.view(-1, per_sample), before.view(-1, per_sample)
+    if device.type == "cpu":
+        equal = bool((now == now[0]).all() and (before == now[0]).all())
+    else:
+        equal = bool(torch.allclose(now, now[0].expand_as(now), rtol=1e-4)
+                     and torch.allclose(before, now[0].expand_as(before), rtol=1e-4))
+    where = "CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    report.add(f"Training steps of `mldecoder-tresnetm-224` (80 labels, random weights) at {args.size} px, batch "
+               f"{args.batch}, fp32, {torch.get_num_threads()} torch threads, {where}, torch {torch.__version__}; "
+               f"{args.steps} step(s) back to back per sample; {args.rounds} interleaved rounds, {args.clock} time.")
     report.add()
     table = report.table(["input checks", "steps/s", "vs previous", "loss"], ["l", "r", "r", "l"])
-    table.add("now: host-side, once per batch (collator)", spread([1 / t for t in times["now"]], "{:.3f}"),
+    steps_per_s = {k: [per_sample / t for t in v] for k, v in times.items()}
+    table.add("now: host-side, once per batch (collator)", spread(steps_per_s["now"], "{:.3f}"),
               spread(ratios(times, "previous", "now"), "{:.3f}", "x"), "equal" if equal else "DIFFER")
-    table.add("previous: in the forward, read back", spread([1 / t for t in times["previous"]], "{:.3f}"), "1x", "")
+    table.add("previous: in the forward, read back", spread(steps_per_s["previous"], "{:.3f}"), "1x", "")
     if not equal:
         raise SystemExit(f"losses differ: {losses}")
     report.write()
