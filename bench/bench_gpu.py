@@ -3,7 +3,7 @@ achieved TFLOP/s against the card's bf16 peak.
 
     python bench/bench_gpu.py --device cuda                              # all presets, batch 32
     python bench/bench_gpu.py --device cuda --presets q2l-r101-448 --batch 48 --peak-tflops 989
-    python bench/bench_gpu.py --device cuda --quick                      # Q2L R101-448 only, fewer steps
+    python bench/bench_gpu.py --device cuda --quick                      # Q2L R101-448 only, 5 x 5 steps
     python bench/bench_gpu.py --device cpu --dry-run                     # code-path check on a tiny model
 
 Two training steps per preset (forward, asymmetric loss, backward, AdamW step), timed in
@@ -40,7 +40,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Fragment, Table, interleaved, median  # noqa: E402
+from _common import Fragment, Table, interleaved, median, ratios, spread  # noqa: E402
 
 import hf_mlcls  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation happens here)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the card's dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="q2l-r101-448 only, 3 repetitions of 5 steps")
+    parser.add_argument("--quick", action="store_true", help="q2l-r101-448 only, 5 repetitions of 5 steps")
     parser.add_argument("--dry-run", action="store_true", help="tiny model, any device (CPU allowed), 1 step")
     parser.add_argument("--results", default=None,
                         help="name of the results fragment bench/results/NAME.md, for python bench/write_docs.py "
@@ -131,7 +131,7 @@ def main() -> None:
         )
     presets = args.presets
     if args.quick:
-        presets, args.repeats, args.steps = ["q2l-r101-448"], 3, 5
+        presets, args.repeats, args.steps = ["q2l-r101-448"], 5, 5
     if args.dry_run:
         presets, args.batch, args.steps, args.repeats, args.warmup = ["tiny (test_resnet Query2Label)"], 2, 1, 2, 1
 
@@ -146,7 +146,9 @@ def run(args, device, presets) -> None:
           + f", torch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if device.type == "cuda" else "") + ".")
     if args.dry_run:
         print("DRY RUN: tiny model; these figures only show that the code path works, they are not GPU figures.")
-    print(f"Batch {args.batch}, {args.repeats} interleaved repetitions of {args.steps} steps, medians; "
+    print(f"Batch {args.batch}, {args.repeats} interleaved repetitions of {args.steps} steps; medians with the "
+          "min-max of the repetitions, the speed-up taken repetition by repetition; img/s, TFLOP/s and % of peak "
+          "from the median; "
           f"peak {args.peak_tflops:g} TFLOP/s (bf16 dense).\n")
     table = Table(["preset", "step", "img/s", "ms/step", "speed-up", "GFLOP/step", "TFLOP/s", "% of peak",
                    "peak memory GiB", "warm-up s (compile incl.)"])
@@ -175,12 +177,14 @@ def run(args, device, presets) -> None:
             steps[name] = lambda step=step: [step() for _ in range(args.steps)]
         times = interleaved(steps, repeats=args.repeats, warmup=0, device=device.type)
         names = list(steps)
-        t_base = median(times[names[0]]) / args.steps
         for name in names:
             t = median(times[name]) / args.steps
             tflops = flops / t / 1e12
-            table.add(preset, name, args.batch / t, t * 1e3, f"{t_base / t:.2f}x", flops / 1e9, f"{tflops:.3g}",
-                      f"{100 * tflops / args.peak_tflops:.1f}%", memory.get(name, float("nan")), compile_s[name])
+            ms = [v / args.steps * 1e3 for v in times[name]]
+            speedup = ratios(times, names[0], name)  # round by round, against the baseline of the same round
+            table.add(preset, name, args.batch / t, spread(ms, "{:.1f}"), spread(speedup, "{:.2f}", "x"),
+                      flops / 1e9, f"{tflops:.3g}", f"{100 * tflops / args.peak_tflops:.1f}%",
+                      memory.get(name, float("nan")), compile_s[name])
         del base_model, steps
         if device.type == "cuda":
             torch.cuda.empty_cache()
