@@ -30,6 +30,8 @@ import time
 import tracemalloc
 from typing import Callable, Mapping, Optional, Sequence
 
+from hf_mlcls.paths import atomic_path
+
 __all__ = [
     "Fragment",
     "Table",
@@ -301,8 +303,7 @@ class Fragment:
             "",
         ]
         path = os.path.join(folder, f"{self.name}.md")
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.write("\n".join(head + self.lines).rstrip() + "\n")
-        os.replace(path + ".tmp", path)
         print(f"wrote {path}; run `python bench/write_docs.py` to put it in docs/benchmarks.md", flush=True)
         return path

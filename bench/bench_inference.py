@@ -52,6 +52,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import Fragment, interleaved, median, spread  # noqa: E402
 from hf_mlcls.models import fast_cpu  # noqa: E402
+from hf_mlcls.paths import atomic_path  # noqa: E402
 from hf_mlcls.presets import create_model  # noqa: E402
 
 PRESETS = ["q2l-r101-448", "mldecoder-tresnetl-448"]
@@ -203,16 +204,14 @@ def _commit() -> str:
 
 
 def record_runs(rows: list[str]) -> None:
-    """Append this run's rows to the history of runs (bench/results/inference-runs.md), written whole
-    to a temporary file and moved into place."""
+    """Append this run's rows to the history of runs (bench/results/inference-runs.md), written whole."""
     text = HISTORY_HEAD
     if os.path.exists(HISTORY):
         with open(HISTORY, encoding="utf-8") as fh:
             text = fh.read()
     text = text.rstrip("\n") + "\n" + "".join(row + "\n" for row in rows)
-    with open(HISTORY + ".tmp", "w", encoding="utf-8") as fh:
+    with atomic_path(HISTORY) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(HISTORY + ".tmp", HISTORY)
     print(f"appended {len(rows)} rows to {HISTORY}", flush=True)
 
 
