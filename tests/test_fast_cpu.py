@@ -194,7 +194,7 @@ def test_the_space_classifies_on_the_fast_path(tmp_path, monkeypatch):
     assert abs(scores - eager_scores).max() < 1e-5 and abs(maps - eager_maps).max() < 1e-5
 
 
-@pytest.mark.parametrize("size", [(28, 28), (7, 9), (1, 1)])
+@pytest.mark.parametrize("size", [(28, 28), (7, 9), (1, 1), (30, 32)])
 def test_winograd_convolutions_give_the_direct_convolution(size):
     # the tiny models have too few channels for the Winograd kernel: one wide layer, fused as in a block
     torch.manual_seed(0)
@@ -207,14 +207,67 @@ def test_winograd_convolutions_give_the_direct_convolution(size):
         last = fast_cpu.FusedConv2d(conv, bn, nn.ReLU())  # as _fuse builds a block's last convolution
         assert leaky.winograd is not None and last.winograd is not None
         expected = torch.nn.functional.leaky_relu(bn(conv(x)), 0.01)
-        torch.testing.assert_close(leaky(x), expected, rtol=0, atol=1e-4)
-        torch.testing.assert_close(last(x, residual), torch.relu(bn(conv(x)) + residual), rtol=0, atol=1e-4)
+        for _ in range(2):  # the first call at a size runs the direct kernel, the second the Winograd products
+            torch.testing.assert_close(leaky(x), expected, rtol=0, atol=1e-4)
+            torch.testing.assert_close(last(x, residual), torch.relu(bn(conv(x)) + residual), rtol=0, atol=1e-4)
+        assert leaky.winograd.packs.packed and last.winograd.packs.packed
         exact = torch.nn.functional.leaky_relu(bn.double()(conv.double()(x.double())), 0.01)
         direct = torch.ops.mkldnn._convolution_pointwise(  # the oneDNN kernel the larger maps take
             x.contiguous(memory_format=torch.channels_last), leaky.folded_weight, leaky.bias, [1, 1], [1, 1], [1, 1], 1,
             "leaky_relu", [0.01], "")
         # both within float32 rounding of the float64 result (2,304 products summed per output, of order 1 to 30)
         assert (leaky(x).double() - exact).abs().max() < 5e-5 and (direct.double() - exact).abs().max() < 5e-5
+
+
+@pytest.mark.parametrize("family", CONVNETS)
+def test_blocks_write_over_their_own_tensors_and_never_over_the_callers(family):
+    preset, overrides = FAMILIES[family]
+    if "backbone_kwargs" in overrides:
+        overrides = dict(overrides, backbone_kwargs=dict(overrides["backbone_kwargs"], layers=[2, 3, 2, 2]))
+    else:
+        overrides = dict(overrides, backbone_kwargs=dict(layers=[2, 3, 2, 2]))
+    torch.manual_seed(0)
+    model = create_model(preset, id2label=LABELS, image_size=64, **overrides).eval()
+    _randomise_batch_norms(model)
+    with torch.no_grad():
+        fast = fast_cpu.fast_copy(model)
+        stages = [m for m in fast.modules() if isinstance(m, nn.Sequential) and len(m) > 1
+                  and all(isinstance(b, fast_cpu.FusedResidualBlock) for b in m)]
+        assert len(stages) == 4
+        for stage in stages:  # the first block's input is its caller's; every later one's is the block before's
+            assert [block.owns_input for block in stage] == [False] + [True] * (len(stage) - 1)
+        squeezes = [m for m in fast.modules() if isinstance(m, fast_cpu.FusedSqueezeExcite)]
+        assert all(m.in_place for m in squeezes) and (bool(squeezes) == ("tresnet" in family))
+        images = torch.randn(2, 3, 64, 64)
+        kept = images.clone()
+        for _ in range(2):  # the second call runs on reordered weights
+            torch.testing.assert_close(fast(pixel_values=images).logits, model(pixel_values=images).logits, rtol=0, atol=1e-4)
+        assert torch.equal(images, kept)
+        # a stage called on a tensor of the caller's (as a feature extractor would) leaves it as it was
+        eager_stages = [m for m in model.modules() if isinstance(m, nn.Sequential) and len(m) > 1
+                        and type(m[0]).__name__ in ("Bottleneck", "BasicBlock")]
+        channels = next(m for m in eager_stages[1].modules() if isinstance(m, nn.Conv2d)).in_channels
+        features = torch.randn(2, channels, 8, 8)
+        kept = features.clone()
+        for _ in range(2):
+            out = stages[1](features.contiguous(memory_format=torch.channels_last))
+            torch.testing.assert_close(out, eager_stages[1](features), rtol=0, atol=1e-4)
+            assert torch.equal(features, kept)
+
+
+def test_squeeze_excite_is_fused_only_in_its_plain_form():
+    from timm.layers import SEModule
+
+    torch.manual_seed(0)
+    plain = SEModule(32, rd_channels=8).eval()
+    x = torch.randn(2, 32, 5, 7)
+    fused = fast_cpu._squeeze_excite(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), plain(x), rtol=0, atol=1e-6)
+    assert not fused.in_place  # outside a block its input may be the caller's
+    for variant in (SEModule(32, add_maxpool=True), SEModule(32, norm_layer=nn.BatchNorm2d), SEModule(32, bias=False),
+                    SEModule(32, act_layer=nn.GELU), SEModule(32, gate_layer="hard_sigmoid")):
+        assert fast_cpu._squeeze_excite(variant) is None
 
 
 def test_weights_are_reordered_the_second_time_a_size_comes_and_two_sizes_are_kept():

@@ -105,7 +105,7 @@ class _Packs:
 
 # Winograd F(2x2, 3x3) (Lavin & Gray, 2016): the weight and output transforms, exact in binary
 _WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
-_WINOGRAD_MAX_PIXELS = 28 * 28  # larger maps: the transforms' memory traffic outweighs the saved products
+_WINOGRAD_MAX_PIXELS = 56 * 56  # larger maps: the transforms' memory traffic outweighs the saved products
 _WINOGRAD_MIN_CHANNELS = 256  # fewer: the 16 products are too small to run near the CPU's peak
 
 
@@ -131,8 +131,8 @@ class _Winograd:
             self.matrices = u.reshape(16, *self.weight.shape[:2]).float().contiguous()
         return [torch.ops.mkldnn._reorder_linear_weight(m, rows) for m in self.matrices]
 
-    def __call__(self, x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-        """(N, H, W, Cout) for a channels-last (N, Cin, H, W) ``x``, without bias; ``weights`` from ``packs``."""
+    def __call__(self, x: torch.Tensor, weights: list[torch.Tensor], bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, H, W, Cout) for a channels-last (N, Cin, H, W) ``x``, plus ``bias``; ``weights`` from ``packs``."""
         n, c, h, w = x.shape
         th, tw = (h + 1) // 2, (w + 1) // 2
         padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + 2 * tw - w, 1, 1 + 2 * th - h))
@@ -145,17 +145,18 @@ class _Winograd:
             torch.add(q[1], q[2], out=tiles[i, 1])
             torch.sub(q[2], q[1], out=tiles[i, 2])
             torch.sub(q[1], q[3], out=tiles[i, 3])
-        count = n * th * tw
-        tiles = tiles.view(16, count, c)
-        products = torch.empty(16, count, self.weight.shape[0])
-        for k, weight in enumerate(weights):
-            products[k] = torch.ops.mkldnn._linear_pointwise(tiles[k], weight, None, "none", [], "")
-        m = products.view(4, 4, n, th, tw, -1)
-        out = torch.empty(n, th, 2, tw, 2, m.shape[-1])
-        for a, s in enumerate(([m[0, j] + m[1, j] + m[2, j] for j in range(4)],  # A^T m
-                               [m[1, j] - m[2, j] - m[3, j] for j in range(4)])):
-            torch.add(s[0] + s[1], s[2], out=out[:, :, a, :, 0])  # (A^T m) A
-            torch.sub(s[1] - s[2], s[3], out=out[:, :, a, :, 1])
+        tiles = tiles.view(16, n * th * tw, c)
+        # product 5 (row 1, column 1) enters every output of a tile with sign +: the bias goes there
+        m = [torch.ops.mkldnn._linear_pointwise(tiles[k], weight, bias if k == 5 else None, "none", [], "")
+             for k, weight in enumerate(weights)]
+        for i in range(4):  # M A, in place: column 0 of row i into m[4i], column 1 into m[4i + 1]
+            m[4 * i].add_(m[4 * i + 1]).add_(m[4 * i + 2])
+            m[4 * i + 1].sub_(m[4 * i + 2]).sub_(m[4 * i + 3])
+        out = torch.empty(n, th, 2, tw, 2, m[0].shape[-1])
+        for b in range(2):  # A^T (M A)
+            col = [m[4 * i + b].view(n, th, tw, -1) for i in range(4)]
+            torch.add(col[0], col[1], out=out[:, :, 0, :, b]).add_(col[2])
+            torch.sub(col[1], col[2], out=out[:, :, 1, :, b]).sub_(col[3])
         return out.view(n, 2 * th, 2 * tw, -1)[:, :h, :w]
 
 
@@ -183,7 +184,9 @@ class FusedConv2d(nn.Module):
         self.packs = _Packs(lambda size: torch.ops.mkldnn._reorder_convolution_weight(
             self.folded_weight, *self.geometry, list(size)))
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, into_residual: bool = False) -> torch.Tensor:
+        """With ``into_residual``, the result is written over ``residual`` (a tensor no one else holds)
+        instead of a new tensor: one large allocation and one read of the residual fewer."""
         x = x.contiguous(memory_format=_CL)
         if self.winograd is not None and x.shape[2] * x.shape[3] <= _WINOGRAD_MAX_PIXELS:
             weights = self.winograd.packs.get(x.shape[0] * ((x.shape[2] + 1) // 2) * ((x.shape[3] + 1) // 2))
@@ -198,13 +201,14 @@ class FusedConv2d(nn.Module):
                                                            self.attr[0], self.attr[1], "")
         residual = residual.contiguous(memory_format=_CL)
         unary = None if self.attr[0] == "none" else self.attr[0]  # the activation after the add
+        if into_residual:
+            return torch.ops.mkldnn._convolution_pointwise_.binary(residual, x, weight, self.bias, *self.geometry,
+                                                                   "add", None, unary, self.attr[1], "")
         return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, weight, self.bias, *self.geometry,
                                                               "add", None, unary, self.attr[1], "")
 
     def _winograd_forward(self, x: torch.Tensor, residual: torch.Tensor | None, weights: list) -> torch.Tensor:
-        y = self.winograd(x, weights)  # (N, H, W, C), the channels-last layout's own order
-        if self.bias is not None:
-            y.add_(self.bias)
+        y = self.winograd(x, weights, self.bias)  # (N, H, W, C), the channels-last layout's own order
         if residual is not None:
             y.add_(residual.permute(0, 2, 3, 1))
         if self.attr[0] == "relu":
@@ -253,9 +257,56 @@ class OneDNNMultiheadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.embed_dim)), None
 
 
+class FusedSqueezeExcite(nn.Module):
+    """timm's ``SEModule`` (mean, 1x1 convolution, ReLU, 1x1 convolution, sigmoid gate) with its two
+    convolutions on a 1 x 1 map run as matrix products: the same arithmetic without a convolution
+    call's set-up for a few hundred multiply-adds."""
+
+    def __init__(self, se: nn.Module):
+        super().__init__()
+        self.in_place = False  # gate the input in place: set where the input is a tensor nothing else holds
+        # plain attributes: views of the model's own tensors, not copies
+        self.w1, self.b1 = se.fc1.weight.detach().flatten(1).t(), se.fc1.bias.detach()
+        self.w2, self.b2 = se.fc2.weight.detach().flatten(1).t(), se.fc2.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squeezed = torch.addmm(self.b1, x.mean((2, 3)), self.w1).relu_()
+        gate = torch.addmm(self.b2, squeezed, self.w2).sigmoid_()
+        return x.mul_(gate[:, :, None, None]) if self.in_place else x * gate[:, :, None, None]
+
+
+def _block_se(se: nn.Module) -> nn.Module:
+    """A block's squeeze-and-excitation, rewritten; fused, it gates in place, as its input is the output of
+    the block's convolution before it."""
+    rewritten = _rewrite(se)
+    if isinstance(rewritten, FusedSqueezeExcite):
+        rewritten.in_place = True
+    return rewritten
+
+
+def _squeeze_excite(module: nn.Module) -> FusedSqueezeExcite | None:
+    """timm's SEModule in its plain form (biases, no norm, ReLU, sigmoid gate, no max pool), fused."""
+    from timm.layers.activations import Sigmoid
+    from timm.layers.squeeze_excite import SEModule
+
+    if type(module) is not SEModule or module.add_maxpool or not _is_off(module.bn):
+        return None
+    if type(module.act) is not nn.ReLU or type(module.gate) not in (nn.Sigmoid, Sigmoid):
+        return None
+    if any(conv.bias is None or conv.kernel_size != (1, 1) or conv.groups != 1 or conv.weight.dtype != torch.float32
+           for conv in (module.fc1, module.fc2)):
+        return None
+    return FusedSqueezeExcite(module)
+
+
 class FusedResidualBlock(nn.Module):
     """A residual block as ``steps`` (applied in order), then either ``last`` (a fused convolution
-    taking the shortcut and the block's activation) or an add and ``act``."""
+    taking the shortcut and the block's activation) or an add and ``act``.
+
+    ``last`` writes its result over the shortcut where that tensor is the block's own: made by a
+    shortcut ending in a fused convolution, or the block's input when ``owns_input`` (set by
+    :func:`_rewrite` for every block but the first of a stage, whose input is the previous block's
+    output and held by nothing else; the first block's input may be the caller's tensor)."""
 
     def __init__(self, steps: list[nn.Module], shortcut: nn.Module | None, last: FusedConv2d | None = None,
                  act: nn.Module | None = None):
@@ -264,12 +315,17 @@ class FusedResidualBlock(nn.Module):
         self.shortcut = shortcut
         self.last = last
         self.act = act
+        self.owns_input = False
+        tail = shortcut
+        while isinstance(tail, nn.Sequential):  # the module that makes the shortcut's tensor
+            tail = next((child for child in reversed(tail) if not isinstance(child, nn.Identity)), None)
+        self.owns_shortcut = isinstance(tail, FusedConv2d)  # a new tensor from oneDNN on every call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
         out = self.steps(x)
         if self.last is not None:
-            return self.last(out, shortcut)
+            return self.last(out, shortcut, into_residual=self.owns_input if self.shortcut is None else self.owns_shortcut)
         out = out + shortcut
         return out if self.act is None else self.act(out)
 
@@ -330,7 +386,7 @@ def _residual_block(block: nn.Module) -> FusedResidualBlock | None:
         fused = _fuse(conv, bn, None)
         if fused is None:
             return None
-        return FusedResidualBlock(steps + [fused] + ([] if block.se is None else [_rewrite(block.se)]), shortcut, act=act)
+        return FusedResidualBlock(steps + [fused] + ([] if block.se is None else [_block_se(block.se)]), shortcut, act=act)
     if kind in (tresnet.Bottleneck, tresnet.BasicBlock):
         if not _is_off(block.drop_path):
             return None
@@ -344,7 +400,7 @@ def _residual_block(block: nn.Module) -> FusedResidualBlock | None:
         tail = block.conv3 if kind is tresnet.Bottleneck else block.conv2
         shortcut = None if block.downsample is None else _rewrite(block.downsample)
         if kind is tresnet.Bottleneck and block.se is not None:
-            steps.append(_rewrite(block.se))
+            steps.append(_block_se(block.se))
         se_after_tail = kind is tresnet.BasicBlock and block.se is not None
         if not se_after_tail:
             last = _conv_norm_act(tail, residual_act=block.act)
@@ -353,7 +409,7 @@ def _residual_block(block: nn.Module) -> FusedResidualBlock | None:
         fused = _conv_norm_act(tail)
         if fused is None:
             return None
-        return FusedResidualBlock(steps + _with_aa(fused, getattr(tail, "aa", None)) + ([_rewrite(block.se)] if se_after_tail else []),
+        return FusedResidualBlock(steps + _with_aa(fused, getattr(tail, "aa", None)) + ([_block_se(block.se)] if se_after_tail else []),
                                   shortcut, act=block.act)
     return None
 
@@ -380,6 +436,9 @@ def _replacement(module: nn.Module) -> nn.Module | None:
     fused = _conv_norm_act(module)
     if fused is not None:
         return nn.Sequential(*_with_aa(fused, getattr(module, "aa", None)))
+    squeeze = _squeeze_excite(module)
+    if squeeze is not None:
+        return squeeze
     if _plain_conv(module):
         return FusedConv2d(module)
     if type(module) is nn.Linear and module.weight.dtype == torch.float32:
@@ -412,6 +471,10 @@ def _rewrite(module: nn.Module) -> nn.Module:
                     skip.add(later)
                 continue
         setattr(module, name, _rewrite(child))
+    blocks = list(module) if isinstance(module, nn.Sequential) else []
+    if len(blocks) > 1 and all(type(block) is FusedResidualBlock for block in blocks):
+        for block in blocks[1:]:  # each takes the output of the block before, which nothing else holds
+            block.owns_input = True
     return module
 
 
