@@ -15,15 +15,20 @@ What is rewritten (everything else runs as it is, on channels-last activations):
 
 * ``timm`` ResNet and TResNet residual blocks: each convolution fused with its batch norm and
   activation; the block's last convolution also takes the residual add and the block's
-  activation (oneDNN's add post-op) where nothing sits between them;
+  activation (oneDNN's add post-op) where nothing sits between them, and writes its result over
+  the shortcut where no one else holds that tensor (every block of a stage but the first, whose
+  input may be the caller's; a shortcut made by the block's own convolution);
+* ``timm``'s ``SEModule``: its two 1x1 convolutions on the squeezed 1 x 1 map run as matrix
+  products; inside a block it gates the block's own tensor in place;
 * ``timm`` ``ConvNormAct`` and a ``Sequential`` of a convolution and a batch norm: fused;
 * every other zero-padded ``Conv2d`` and every ``Linear``: run by oneDNN on weights reordered
   for the input size (a second copy of the weights, per input size, at most two sizes);
 * our ``MultiheadAttention``: its projections by oneDNN and PyTorch's fused attention kernel;
-* a 3x3, stride-1 convolution with at least 256 input channels, on a map of at most 28 x 28,
-  runs as Winograd's F(2x2, 3x3): 16 matrix products of 4/9 the multiply-adds, the tile
-  transforms by additions (its error against float64 is of the direct kernel's size,
-  tests/test_fast_cpu.py); ``HF_MLCLS_FAST_CPU_WINOGRAD=0`` keeps the direct kernel.
+* a 3x3, stride-1 convolution with at least 256 input channels, on a map of at most 56 x 56,
+  runs as Winograd's F(2x2, 3x3): 16 matrix products of 4/9 the multiply-adds (one of them
+  carrying the bias), the tile transforms by additions, the products combined in place (its
+  error against float64 is of the direct kernel's size, tests/test_fast_cpu.py);
+  ``HF_MLCLS_FAST_CPU_WINOGRAD=0`` keeps the direct kernel.
 
 Switch it off with ``HF_MLCLS_FAST_CPU=0`` (or ``fast=False`` where a function offers it).
 """
