@@ -23,8 +23,9 @@ does not depend on them). Candidates, each on its own copy of the model:
   (constant folding, batch norms folded, prepacked weights); compile time reported apart; where it
   fails to compile (Query2Label here: a view of an expanded tensor), the results say why.
 
-Timing: interleaved rounds in one process (eager, candidate, ... the order rotated every round),
-at least 5 rounds, each call timed once; the speed-up is eager's time over the candidate's in the
+Timing: each preset in a fresh process of its own (a model measured after another in one process
+runs at what the first left in the C allocator: ``measure``), there interleaved rounds (eager,
+candidate, ... the order rotated every round), at least 5 rounds, each call timed once; the speed-up is eager's time over the candidate's in the
 same round, median with min-max. One torch thread and the process's CPU time by default (both
 sides single-threaded, so CPU time leaves out the time other jobs hold the cores; ``--clock wall``
 and ``--threads`` to change). Every candidate's logits are compared with eager's (max abs
@@ -38,9 +39,11 @@ same clock and threads): what a speed-up would require of the hardware. Results 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import copy
 import datetime
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -215,6 +218,58 @@ def record_runs(rows: list[str]) -> None:
     print(f"appended {len(rows)} rows to {HISTORY}", flush=True)
 
 
+def measure(preset: str, batch: int, rounds: int, threads: int, clock_name: str, use_compile: bool,
+            peak: float) -> tuple[list[tuple], list[str], tuple]:
+    """One preset's rows, verdicts and history entry, measured in the process that calls it.
+
+    main() calls it in a fresh process per preset: with both presets in one process, the second
+    one's figures depend on what the first left in the C allocator (on two threads, TResNet-L-448
+    measured after Query2Label R101-448 came out at 1.28-1.29x in three runs, in a process of its
+    own at 1.34-1.41x in four: docs/benchmarks.md), and a user's process runs one model."""
+    torch.set_num_threads(threads)
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    torch.manual_seed(0)
+    model = create_model(preset).eval()
+    size = model.config.image_size
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model(pixel_values=x).logits
+    macs = multiply_adds(model, x)
+    fns, build, failed = candidates(model, x, use_compile)
+    diffs = {name: 0.0 for name in fns}
+
+    def checked(name, fn):
+        def call():
+            diffs[name] = max(diffs[name], float((fn() - reference).abs().max()))
+        return call
+
+    def eager():
+        with torch.no_grad():
+            return model(pixel_values=x).logits
+
+    timed = {"eager": eager}
+    timed.update({name: checked(name, fn) for name, fn in fns.items()})
+    times = interleaved(timed, repeats=rounds, warmup=1, clock=clock)
+    eager_s = median(times["eager"])
+    rows = [(preset, "eager fp32 NCHW (official forward)", spread(times["eager"], "{:.2f}"), "1.00x",
+             f"{macs / eager_s / 1e9:.1f}", "", "")]
+    ratios = {}
+    for name in fns:
+        ratios[name] = ratio = [e / c for e, c in zip(times["eager"], times[name])]
+        rows.append((preset, name, spread(times[name], "{:.2f}"), spread(ratio, "{:.2f}", "x"),
+                     f"{macs / median(times[name]) / 1e9:.1f}", f"{diffs[name]:.1e}",
+                     f"{build[name]:.2f}" if name in build else ""))
+    verdicts = [f"{preset}: `{name}` failed to build ({why})" for name, why in failed.items()]
+    fast = ratios[FAST]
+    verdicts.append(f"{preset}: the default fast path at {median(fast):.2f}x (rounds {min(fast):.2f}-{max(fast):.2f}), "
+                    f"logits within {diffs[FAST]:.1e} of eager; target >= {TARGET}x "
+                    f"{'met' if median(fast) >= TARGET else 'NOT met'}; {macs / 1e9:.1f} GMAC per call, "
+                    f"so {TARGET}x needs {TARGET * macs / eager_s / 1e9:.1f} GMAC/s over the whole forward, "
+                    f"{100 * TARGET * macs / eager_s / 1e9 / peak:.0f}% of the best rate measured")
+    runs = (preset, spread(times["eager"], "{:.2f}"), spread(times[FAST], "{:.2f}"), spread(fast, "{:.2f}", "x"))
+    return rows, verdicts, runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=PRESETS)
@@ -232,7 +287,7 @@ def main() -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     report = Fragment(args.results)
     report.add(f"Batch {args.batch}, fp32, random weights; {args.threads} torch thread(s), {args.clock} time; "
-               f"{args.rounds} interleaved rounds; each cell the median with the min-max over the rounds, the "
+               f"each preset in a process of its own, {args.rounds} interleaved rounds there; each cell the median with the min-max over the rounds, the "
                "speed-up taken round by round.")
     report.add()
     peak = peak_rate(clock, max(args.rounds, 7))
@@ -244,45 +299,15 @@ def main() -> None:
                           "build s"], ["l", "l", "r", "r", "r", "r", "r"])
     verdicts, history = [], []
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    for preset in args.presets:
-        torch.manual_seed(0)
-        model = create_model(preset).eval()
-        size = model.config.image_size
-        x = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            reference = model(pixel_values=x).logits
-        macs = multiply_adds(model, x)
-        fns, build, failed = candidates(model, x, args.compile)
-        diffs = {name: 0.0 for name in fns}
-
-        def checked(name, fn):
-            def call():
-                diffs[name] = max(diffs[name], float((fn() - reference).abs().max()))
-            return call
-
-        def eager():
-            with torch.no_grad():
-                return model(pixel_values=x).logits
-
-        timed = {"eager": eager}
-        timed.update({name: checked(name, fn) for name, fn in fns.items()})
-        times = interleaved(timed, repeats=args.rounds, warmup=1, clock=clock)
-        eager_s = median(times["eager"])
-        table.add(preset, "eager fp32 NCHW (official forward)", spread(times["eager"], "{:.2f}"), "1.00x",
-                  f"{macs / eager_s / 1e9:.1f}", "", "")
-        ratios = {}
-        for name in fns:
-            ratios[name] = ratio = [e / c for e, c in zip(times["eager"], times[name])]
-            table.add(preset, name, spread(times[name], "{:.2f}"), spread(ratio, "{:.2f}", "x"),
-                      f"{macs / median(times[name]) / 1e9:.1f}", f"{diffs[name]:.1e}", f"{build[name]:.2f}" if name in build else "")
-        verdicts.extend(f"{preset}: `{name}` failed to build ({why})" for name, why in failed.items())
-        fast = ratios[FAST]
-        history.append((preset, spread(times["eager"], "{:.2f}"), spread(times[FAST], "{:.2f}"), spread(fast, "{:.2f}", "x")))
-        verdicts.append(f"{preset}: the default fast path at {median(fast):.2f}x (rounds {min(fast):.2f}-{max(fast):.2f}), "
-                        f"logits within {diffs[FAST]:.1e} of eager; target >= {TARGET}x "
-                        f"{'met' if median(fast) >= TARGET else 'NOT met'}; {macs / 1e9:.1f} GMAC per call, "
-                        f"so {TARGET}x needs {TARGET * macs / eager_s / 1e9:.1f} GMAC/s over the whole forward, "
-                        f"{100 * TARGET * macs / eager_s / 1e9 / peak:.0f}% of the best rate measured")
+    spawn = multiprocessing.get_context("spawn")
+    for preset in args.presets:  # each in a fresh process: see measure()
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            rows, found, runs = pool.submit(measure, preset, args.batch, args.rounds, args.threads, args.clock,
+                                            args.compile, peak).result()
+        for row in rows:
+            table.add(*row)
+        verdicts.extend(found)
+        history.append(runs)
 
     report.add_verdicts(verdicts)
     report.write()
