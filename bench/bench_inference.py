@@ -25,8 +25,8 @@ does not depend on them). Candidates, each on its own copy of the model:
 
 Timing: each preset in a fresh process of its own (a model measured after another in one process
 runs at what the first left in the C allocator: ``measure``), there interleaved rounds (eager,
-candidate, ... the order rotated every round), at least 5 rounds, each call timed once; the speed-up is eager's time over the candidate's in the
-same round, median with min-max. One torch thread and the process's CPU time by default (both
+candidate, ... the order rotated every round), at least 5 rounds, each call timed once; the
+speed-up is eager's time over the candidate's in the same round, median with min-max. One torch thread and the process's CPU time by default (both
 sides single-threaded, so CPU time leaves out the time other jobs hold the cores; ``--clock wall``
 and ``--threads`` to change). Every candidate's logits are compared with eager's (max abs
 difference, over every call). Each model's multiply-adds per call are counted with
@@ -287,8 +287,8 @@ def main() -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     report = Fragment(args.results)
     report.add(f"Batch {args.batch}, fp32, random weights; {args.threads} torch thread(s), {args.clock} time; "
-               f"each preset in a process of its own, {args.rounds} interleaved rounds there; each cell the median with the min-max over the rounds, the "
-               "speed-up taken round by round.")
+               f"each preset in a process of its own, {args.rounds} interleaved rounds there; each cell the median "
+               "with the min-max over the rounds, the speed-up taken round by round.")
     report.add()
     peak = peak_rate(clock, max(args.rounds, 7))
     report.add(f"Best sustained fp32 rate measured here: {peak:.1f} GMAC/s (the better of one 392 x 2048 by 2048 x 8192 "
