@@ -49,6 +49,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -218,7 +219,7 @@ def record_runs(rows: list[str]) -> None:
     print(f"appended {len(rows)} rows to {HISTORY}", flush=True)
 
 
-def measure(preset: str, batch: int, rounds: int, threads: int, clock_name: str, use_compile: bool,
+def measure(preset: str, batch: int, rounds: int, threads: int, clock: Callable[[], float], use_compile: bool,
             peak: float) -> tuple[list[tuple], list[str], tuple]:
     """One preset's rows, verdicts and history entry, measured in the process that calls it.
 
@@ -226,8 +227,7 @@ def measure(preset: str, batch: int, rounds: int, threads: int, clock_name: str,
     one's figures depend on what the first left in the C allocator (on two threads, TResNet-L-448
     measured after Query2Label R101-448 came out at 1.28-1.29x in three runs, in a process of its
     own at 1.34-1.41x in four: docs/benchmarks.md), and a user's process runs one model."""
-    torch.set_num_threads(threads)
-    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    torch.set_num_threads(threads)  # a fresh process starts with all cores
     torch.manual_seed(0)
     model = create_model(preset).eval()
     size = model.config.image_size
@@ -302,7 +302,7 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")
     for preset in args.presets:  # each in a fresh process: see measure()
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            rows, found, runs = pool.submit(measure, preset, args.batch, args.rounds, args.threads, args.clock,
+            rows, found, runs = pool.submit(measure, preset, args.batch, args.rounds, args.threads, clock,
                                             args.compile, peak).result()
         for row in rows:
             table.add(*row)
